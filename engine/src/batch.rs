@@ -1,0 +1,433 @@
+//! Write batches: the unit of ingestion.
+//!
+//! A [`WriteBatch`] holds rows for one table in columnar form. Build it row by
+//! row with [`WriteBatch::row`]; the engine validates it against the table's
+//! schema, rejects only the rows that conflict, and lands the rest.
+
+use std::collections::HashMap;
+
+use crate::schema::{ColumnKind, FieldType};
+
+/// One field value offered for a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// 64-bit float.
+    F64(f64),
+    /// Signed integer.
+    I64(i64),
+    /// Unsigned integer.
+    U64(u64),
+    /// Boolean.
+    Bool(bool),
+    /// String.
+    Str(String),
+}
+
+impl FieldValue {
+    /// The column type this value belongs in.
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            FieldValue::F64(_) => FieldType::F64,
+            FieldValue::I64(_) => FieldType::I64,
+            FieldValue::U64(_) => FieldType::U64,
+            FieldValue::Bool(_) => FieldType::Bool,
+            FieldValue::Str(_) => FieldType::String,
+        }
+    }
+}
+
+impl From<f64> for FieldValue {
+    fn from(v: f64) -> Self {
+        FieldValue::F64(v)
+    }
+}
+impl From<i64> for FieldValue {
+    fn from(v: i64) -> Self {
+        FieldValue::I64(v)
+    }
+}
+impl From<i32> for FieldValue {
+    fn from(v: i32) -> Self {
+        FieldValue::I64(i64::from(v))
+    }
+}
+impl From<u64> for FieldValue {
+    fn from(v: u64) -> Self {
+        FieldValue::U64(v)
+    }
+}
+impl From<bool> for FieldValue {
+    fn from(v: bool) -> Self {
+        FieldValue::Bool(v)
+    }
+}
+impl From<&str> for FieldValue {
+    fn from(v: &str) -> Self {
+        FieldValue::Str(v.to_string())
+    }
+}
+impl From<String> for FieldValue {
+    fn from(v: String) -> Self {
+        FieldValue::Str(v)
+    }
+}
+
+/// Dense typed values of a column; a null slot holds a default value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Values {
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    U64(Vec<u64>),
+    Bool(Vec<bool>),
+    Str(Vec<String>),
+}
+
+impl Values {
+    pub(crate) fn new(t: FieldType) -> Self {
+        Self::with_capacity(t, 0)
+    }
+
+    pub(crate) fn with_capacity(t: FieldType, n: usize) -> Self {
+        match t {
+            FieldType::F64 => Values::F64(Vec::with_capacity(n)),
+            FieldType::I64 => Values::I64(Vec::with_capacity(n)),
+            FieldType::U64 => Values::U64(Vec::with_capacity(n)),
+            FieldType::Bool => Values::Bool(Vec::with_capacity(n)),
+            FieldType::String => Values::Str(Vec::with_capacity(n)),
+        }
+    }
+
+    pub(crate) fn field_type(&self) -> FieldType {
+        match self {
+            Values::F64(_) => FieldType::F64,
+            Values::I64(_) => FieldType::I64,
+            Values::U64(_) => FieldType::U64,
+            Values::Bool(_) => FieldType::Bool,
+            Values::Str(_) => FieldType::String,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Values::F64(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::U64(v) => v.len(),
+            Values::Bool(v) => v.len(),
+            Values::Str(v) => v.len(),
+        }
+    }
+
+    pub(crate) fn push_default(&mut self) {
+        match self {
+            Values::F64(v) => v.push(0.0),
+            Values::I64(v) => v.push(0),
+            Values::U64(v) => v.push(0),
+            Values::Bool(v) => v.push(false),
+            Values::Str(v) => v.push(String::new()),
+        }
+    }
+
+    /// Pushes a value of the same type; returns false (and pushes nothing) on a type mismatch.
+    pub(crate) fn push_value(&mut self, value: FieldValue) -> bool {
+        match (self, value) {
+            (Values::F64(v), FieldValue::F64(x)) => v.push(x),
+            (Values::I64(v), FieldValue::I64(x)) => v.push(x),
+            (Values::U64(v), FieldValue::U64(x)) => v.push(x),
+            (Values::Bool(v), FieldValue::Bool(x)) => v.push(x),
+            (Values::Str(v), FieldValue::Str(x)) => v.push(x),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Overwrites slot `i` with a value of the same type.
+    fn set_value(&mut self, i: usize, value: FieldValue) -> bool {
+        match (self, value) {
+            (Values::F64(v), FieldValue::F64(x)) => v.get_mut(i).map(|s| *s = x).is_some(),
+            (Values::I64(v), FieldValue::I64(x)) => v.get_mut(i).map(|s| *s = x).is_some(),
+            (Values::U64(v), FieldValue::U64(x)) => v.get_mut(i).map(|s| *s = x).is_some(),
+            (Values::Bool(v), FieldValue::Bool(x)) => v.get_mut(i).map(|s| *s = x).is_some(),
+            (Values::Str(v), FieldValue::Str(x)) => v.get_mut(i).map(|s| *s = x).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Appends slot `i` of `other` (same type) to self.
+    pub(crate) fn push_from(&mut self, other: &Values, i: usize) {
+        match (self, other) {
+            (Values::F64(a), Values::F64(b)) => a.push(b.get(i).copied().unwrap_or_default()),
+            (Values::I64(a), Values::I64(b)) => a.push(b.get(i).copied().unwrap_or_default()),
+            (Values::U64(a), Values::U64(b)) => a.push(b.get(i).copied().unwrap_or_default()),
+            (Values::Bool(a), Values::Bool(b)) => a.push(b.get(i).copied().unwrap_or_default()),
+            (Values::Str(a), Values::Str(b)) => a.push(b.get(i).cloned().unwrap_or_default()),
+            (a, _) => a.push_default(),
+        }
+    }
+
+    /// Approximate heap bytes used by slot values, for buffer accounting.
+    pub(crate) fn approx_bytes_of(&self, i: usize) -> usize {
+        match self {
+            Values::Str(v) => 24 + v.get(i).map_or(0, String::len),
+            _ => 8,
+        }
+    }
+
+    pub(crate) fn value(&self, i: usize) -> Option<FieldValue> {
+        Some(match self {
+            Values::F64(v) => FieldValue::F64(*v.get(i)?),
+            Values::I64(v) => FieldValue::I64(*v.get(i)?),
+            Values::U64(v) => FieldValue::U64(*v.get(i)?),
+            Values::Bool(v) => FieldValue::Bool(*v.get(i)?),
+            Values::Str(v) => FieldValue::Str(v.get(i)?.clone()),
+        })
+    }
+}
+
+/// A column of values with a validity mask (`valid[i]` false = null).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Column {
+    pub(crate) values: Values,
+    pub(crate) valid: Vec<bool>,
+}
+
+impl Column {
+    pub(crate) fn new(t: FieldType) -> Self {
+        Column {
+            values: Values::new(t),
+            valid: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_capacity(t: FieldType, n: usize) -> Self {
+        Column {
+            values: Values::with_capacity(t, n),
+            valid: Vec::with_capacity(n),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.valid.len()
+    }
+
+    pub(crate) fn is_valid(&self, i: usize) -> bool {
+        self.valid.get(i).copied().unwrap_or(false)
+    }
+
+    pub(crate) fn push_null(&mut self) {
+        self.values.push_default();
+        self.valid.push(false);
+    }
+
+    pub(crate) fn pad_to(&mut self, n: usize) {
+        while self.len() < n {
+            self.push_null();
+        }
+    }
+
+    /// Appends row `i` of `other` (null if `other` is shorter or null there).
+    pub(crate) fn push_from(&mut self, other: &Column, i: usize) {
+        if other.is_valid(i) {
+            self.values.push_from(&other.values, i);
+            self.valid.push(true);
+        } else {
+            self.push_null();
+        }
+    }
+}
+
+/// A row of a batch that was not written, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// Index of the row in the batch, from 0.
+    pub row: usize,
+    /// The column at fault, if one is.
+    pub column: Option<String>,
+    /// What was wrong, naming database, table, column and types.
+    pub message: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "row {}: {}", self.row, self.message)
+    }
+}
+
+/// What happened to a batch: how many rows landed and which were rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct WriteOutcome {
+    /// Rows made durable and visible.
+    pub rows_written: usize,
+    /// Field values written (non-null field cells of the written rows).
+    pub fields_written: usize,
+    /// Rows rejected, with reasons. The other rows landed.
+    pub rejected: Vec<RowError>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BatchColumn {
+    pub(crate) name: String,
+    pub(crate) kind: ColumnKind,
+    pub(crate) data: Column,
+}
+
+/// A value the row builder could not place: the same column was given two
+/// kinds within one batch.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchConflict {
+    pub(crate) row: usize,
+    pub(crate) column: String,
+    pub(crate) first: ColumnKind,
+    pub(crate) offered: ColumnKind,
+}
+
+/// Rows for one table, stored by column.
+///
+/// ```
+/// use telemark_engine::WriteBatch;
+/// let mut batch = WriteBatch::new("readings");
+/// batch.row(1_700_000_000_000_000_000).tag("device_id", "truck-7").field("speed", 61.5).field("moving", true);
+/// batch.row(1_700_000_010_000_000_000).tag("device_id", "truck-7").field("speed", 58.0);
+/// assert_eq!(batch.len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    pub(crate) table: String,
+    pub(crate) times: Vec<i64>,
+    pub(crate) columns: Vec<BatchColumn>,
+    index: HashMap<String, usize>,
+    pub(crate) conflicts: Vec<BatchConflict>,
+}
+
+impl WriteBatch {
+    /// An empty batch for `table`.
+    pub fn new(table: impl Into<String>) -> Self {
+        WriteBatch {
+            table: table.into(),
+            times: Vec::new(),
+            columns: Vec::new(),
+            index: HashMap::new(),
+            conflicts: Vec::new(),
+        }
+    }
+
+    /// The table the rows go to.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// True if the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Starts a new row at `time` (nanoseconds since the Unix epoch, UTC).
+    pub fn row(&mut self, time: i64) -> RowWriter<'_> {
+        self.times.push(time);
+        RowWriter { batch: self }
+    }
+
+    fn set(&mut self, name: &str, kind: ColumnKind, value: FieldValue) {
+        let row = self.times.len().saturating_sub(1);
+        let idx = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                let mut data = Column::new(kind.value_type());
+                data.pad_to(row);
+                self.columns.push(BatchColumn {
+                    name: name.to_string(),
+                    kind,
+                    data,
+                });
+                self.index.insert(name.to_string(), self.columns.len() - 1);
+                self.columns.len() - 1
+            }
+        };
+        let Some(col) = self.columns.get_mut(idx) else {
+            return;
+        };
+        if col.kind != kind {
+            self.conflicts.push(BatchConflict {
+                row,
+                column: name.to_string(),
+                first: col.kind,
+                offered: kind,
+            });
+            return;
+        }
+        if col.data.len() == row + 1 {
+            // The same column set twice in one row: the later value wins.
+            if col.data.values.set_value(row, value) {
+                if let Some(v) = col.data.valid.get_mut(row) {
+                    *v = true;
+                }
+            }
+            return;
+        }
+        col.data.pad_to(row);
+        if col.data.values.push_value(value) {
+            col.data.valid.push(true);
+        } else {
+            col.data.push_null();
+        }
+    }
+
+    /// Pads every column to the batch length.
+    pub(crate) fn pad_columns(&mut self) {
+        let n = self.times.len();
+        for c in &mut self.columns {
+            c.data.pad_to(n);
+        }
+    }
+}
+
+/// Sets the tags and fields of the row just started with [`WriteBatch::row`].
+#[derive(Debug)]
+pub struct RowWriter<'a> {
+    batch: &'a mut WriteBatch,
+}
+
+impl RowWriter<'_> {
+    /// Sets a tag. An empty value means the row has no such tag.
+    pub fn tag(self, name: &str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        if !value.is_empty() {
+            self.batch
+                .set(name, ColumnKind::Tag, FieldValue::Str(value));
+        }
+        self
+    }
+
+    /// Sets a field.
+    pub fn field(self, name: &str, value: impl Into<FieldValue>) -> Self {
+        let value = value.into();
+        let kind = ColumnKind::Field(value.field_type());
+        self.batch.set(name, kind, value);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_pads_and_records_conflicts() {
+        let mut b = WriteBatch::new("t");
+        b.row(1).field("a", 1.0);
+        b.row(2).field("b", 2i64);
+        b.row(3).field("a", "oops").field("a", 3.0);
+        b.pad_columns();
+        assert_eq!(b.columns.len(), 2);
+        let a = &b.columns[0].data;
+        assert_eq!(a.valid, vec![true, false, true]);
+        assert_eq!(a.values, Values::F64(vec![1.0, 0.0, 3.0]));
+        assert_eq!(b.conflicts.len(), 1);
+        assert_eq!(b.conflicts[0].row, 2);
+    }
+}

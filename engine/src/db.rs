@@ -1,0 +1,916 @@
+//! The embeddable database handle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::batch::{BatchColumn, Column, RowError, WriteBatch, WriteOutcome};
+use crate::buffer::WriteBuffer;
+use crate::fs::Backend;
+use crate::manifest::{Manifest, SegmentEntry};
+use crate::options::{Durability, Options};
+use crate::scan::{ScanPlan, ScanRequest, ScanStream, Source};
+use crate::schema::{ColumnKind, TableSchema, validate_database_name, validate_name};
+use crate::segment::{SegmentReader, write_segment};
+use crate::series::{SeriesData, SeriesKey, merge};
+use crate::wal::format::{TableWrite, encode_record};
+use crate::wal::{ReplayMode, TornTail, WalWriter};
+use crate::{Error, Result};
+
+const WAL_DIR: &str = "wal";
+const SEGMENT_DIR: &str = "segments";
+
+/// A Telemark storage engine over one data directory, which holds any number
+/// of named databases, each with tables.
+///
+/// `Database` is `Send + Sync`: share it (e.g. in an `Arc`) between writer and
+/// reader threads. Writes are acknowledged according to
+/// [`Options::durability`]; concurrent writers share WAL fsyncs.
+#[derive(Debug)]
+pub struct Database {
+    inner: Arc<Inner>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What opening a database found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenReport {
+    /// WAL records replayed into the write buffer.
+    pub wal_records_replayed: usize,
+    /// A torn WAL tail that was cut off (what a crash during a write leaves).
+    pub torn_tail: Option<TornTail>,
+    /// Segment files loaded.
+    pub segments: usize,
+}
+
+/// Counters describing the database's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatabaseStats {
+    /// Rows in the write buffer (not yet in segments).
+    pub buffered_rows: usize,
+    /// Approximate bytes in the write buffer.
+    pub buffered_bytes: usize,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of segment files.
+    pub segment_bytes: u64,
+    /// Rows in segment files (duplicates across segments counted each time).
+    pub segment_rows: u64,
+    /// Last WAL sequence number made durable.
+    pub durable_seq: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    wal_dir: PathBuf,
+    segment_dir: PathBuf,
+    options: Options,
+    backend: Backend,
+    /// Table schemas, including columns not yet flushed.
+    catalog: RwLock<BTreeMap<String, BTreeMap<String, TableSchema>>>,
+    state: RwLock<State>,
+    queue: Mutex<CommitQueue>,
+    queue_cv: Condvar,
+    wal: Mutex<WalWriter>,
+    /// The manifest as last stored; held during a flush.
+    manifest: Mutex<Manifest>,
+    poisoned: RwLock<Option<String>>,
+    closed: AtomicBool,
+    flush_signal: (Mutex<bool>, Condvar),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    active: WriteBuffer,
+    frozen: Vec<Arc<WriteBuffer>>,
+    segments: HashMap<(String, String), Vec<Arc<SegmentHandle>>>,
+}
+
+#[derive(Debug)]
+struct SegmentHandle {
+    entry: SegmentEntry,
+    reader: Arc<SegmentReader>,
+}
+
+#[derive(Debug)]
+struct CommitQueue {
+    next_seq: u64,
+    durable_seq: u64,
+    pending: Vec<Pending>,
+    leader: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    write: TableWrite,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Database {
+    /// Opens (or creates) the database in `dir`, replaying the WAL.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
+        Self::open_with_report(dir, options).map(|(db, _)| db)
+    }
+
+    /// Like [`Database::open`], also telling what recovery did.
+    pub fn open_with_report(dir: impl AsRef<Path>, options: Options) -> Result<(Self, OpenReport)> {
+        let dir = dir.as_ref().to_path_buf();
+        let backend = options.backend.clone();
+        crate::fs::create_dir_durable(backend.as_ref(), &dir)?;
+        let wal_dir = dir.join(WAL_DIR);
+        let segment_dir = dir.join(SEGMENT_DIR);
+        crate::fs::create_dir_durable(backend.as_ref(), &wal_dir)?;
+        crate::fs::create_dir_durable(backend.as_ref(), &segment_dir)?;
+        let manifest = Manifest::load(&dir)?;
+        let mut report = OpenReport::default();
+
+        let mut catalog: BTreeMap<String, BTreeMap<String, TableSchema>> = BTreeMap::new();
+        let mut state = State::default();
+        for (db, entry) in &manifest.databases {
+            for (table, t) in &entry.tables {
+                catalog
+                    .entry(db.clone())
+                    .or_default()
+                    .insert(table.clone(), t.schema.clone());
+                let mut handles = Vec::with_capacity(t.segments.len());
+                for seg in &t.segments {
+                    let reader =
+                        SegmentReader::open(&segment_dir.join(SegmentEntry::file_name(seg.id)))?;
+                    handles.push(Arc::new(SegmentHandle {
+                        entry: seg.clone(),
+                        reader: Arc::new(reader),
+                    }));
+                }
+                report.segments += handles.len();
+                state.segments.insert((db.clone(), table.clone()), handles);
+            }
+        }
+
+        let flushed = manifest.flushed_seq;
+        let replay = crate::wal::replay(&wal_dir, &backend, ReplayMode::Strict, |seq, mut w| {
+            if seq <= flushed {
+                return Ok(());
+            }
+            let schema = resolve_replayed(&mut catalog, &mut w);
+            state.active.apply(seq, &w, schema);
+            Ok(())
+        })?;
+        report.wal_records_replayed = replay.records;
+        report.torn_tail = replay.torn_tail.clone();
+        let last_seq = replay.max_seq.unwrap_or(0).max(flushed);
+        if report.wal_records_replayed > 0 || report.torn_tail.is_some() {
+            tracing::info!(records = replay.records, torn = ?replay.torn_tail, "WAL replayed");
+        }
+        let wal = WalWriter::create(&wal_dir, backend.clone(), last_seq + 1).or_else(|e| {
+            // A file for this sequence number exists and is empty: an earlier open created it.
+            let path = wal_dir.join(crate::wal::file_name(last_seq + 1));
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                WalWriter::create(&wal_dir, backend.clone(), last_seq + 1)
+            } else {
+                Err(e)
+            }
+        })?;
+
+        let inner = Arc::new(Inner {
+            dir,
+            wal_dir,
+            segment_dir,
+            backend,
+            catalog: RwLock::new(catalog),
+            state: RwLock::new(state),
+            queue: Mutex::new(CommitQueue {
+                next_seq: last_seq + 1,
+                durable_seq: last_seq,
+                pending: Vec::new(),
+                leader: false,
+            }),
+            queue_cv: Condvar::new(),
+            wal: Mutex::new(wal),
+            manifest: Mutex::new(manifest),
+            poisoned: RwLock::new(None),
+            closed: AtomicBool::new(false),
+            flush_signal: (Mutex::new(false), Condvar::new()),
+            options,
+        });
+        let flusher = if inner.options.background_flush {
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("telemark-flush".into())
+                .spawn(move || background_flush(weak))
+                .map_err(|e| Error::Internal(format!("cannot start the flush thread: {e}")))?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok((
+            Database {
+                inner,
+                flusher: Mutex::new(flusher),
+            },
+            report,
+        ))
+    }
+
+    /// Truncates the WAL of the database in `dir` at its first damaged record
+    /// and deletes the WAL files after it, so the database can open again.
+    /// The writes those records held are lost; everything before them is
+    /// kept. Run it only after an open failed with a WAL corruption error and
+    /// a backup of the directory was taken.
+    pub fn repair_wal(dir: impl AsRef<Path>) -> Result<Option<TornTail>> {
+        let backend: Backend = Arc::new(crate::fs::StdBackend);
+        let report = crate::wal::replay(
+            &dir.as_ref().join(WAL_DIR),
+            &backend,
+            ReplayMode::Repair,
+            |_, _| Ok(()),
+        )?;
+        Ok(report.torn_tail)
+    }
+
+    /// Writes `batch` into table `batch.table()` of `database`, creating the
+    /// database, table and columns as needed. Rows that conflict with the
+    /// schema are rejected (see [`WriteOutcome::rejected`]); the others are
+    /// durable and visible to scans when this returns.
+    pub fn write(&self, database: &str, batch: &WriteBatch) -> Result<WriteOutcome> {
+        self.inner.check_writable()?;
+        let (prepared, mut outcome) = self.inner.prepare(database, batch)?;
+        if let Some(w) = prepared {
+            outcome.rows_written = w.times.len();
+            self.inner.commit(w)?;
+            let over = read(&self.inner.state).active.bytes >= self.inner.options.max_buffer_bytes;
+            if over {
+                self.inner.signal_flush();
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Starts a scan. The returned stream sees the data as of this call.
+    pub fn scan(&self, request: &ScanRequest) -> Result<ScanStream> {
+        self.inner.scan(request)
+    }
+
+    /// Moves everything in the write buffer into segment files and trims the WAL.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Flushes, stops the background thread and closes the database.
+    pub fn close(self) -> Result<()> {
+        let result = if self.inner.poisoned().is_none() {
+            self.inner.flush()
+        } else {
+            Ok(())
+        };
+        self.stop();
+        result
+    }
+
+    fn stop(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.signal_flush();
+        if let Some(h) = lock(&self.flusher).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Names of the databases.
+    pub fn databases(&self) -> Vec<String> {
+        read(&self.inner.catalog).keys().cloned().collect()
+    }
+
+    /// Names of the tables of a database.
+    pub fn tables(&self, database: &str) -> Vec<String> {
+        read(&self.inner.catalog)
+            .get(database)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The schema of a table.
+    pub fn table_schema(&self, database: &str, table: &str) -> Option<TableSchema> {
+        read(&self.inner.catalog).get(database)?.get(table).cloned()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> DatabaseStats {
+        let state = read(&self.inner.state);
+        let mut s = DatabaseStats {
+            buffered_rows: state.active.rows + state.frozen.iter().map(|f| f.rows).sum::<usize>(),
+            buffered_bytes: state.active.bytes
+                + state.frozen.iter().map(|f| f.bytes).sum::<usize>(),
+            ..Default::default()
+        };
+        for h in state.segments.values().flatten() {
+            s.segments += 1;
+            s.segment_bytes += h.entry.bytes;
+            s.segment_rows += h.entry.rows;
+        }
+        s.durable_seq = lock(&self.inner.queue).durable_seq;
+        s
+    }
+
+    /// The reason writes are refused, if an fsync or flush failed.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.poisoned()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Makes the catalog hold the columns of a replayed write; values of a
+/// column whose kind disagrees with the catalog are dropped (with a warning).
+fn resolve_replayed<'a>(
+    catalog: &'a mut BTreeMap<String, BTreeMap<String, TableSchema>>,
+    w: &mut TableWrite,
+) -> &'a TableSchema {
+    let schema = catalog
+        .entry(w.database.clone())
+        .or_default()
+        .entry(w.table.clone())
+        .or_default();
+    w.columns.retain(|c| match schema.id_of(&c.name).and_then(|id| schema.column(id)) {
+        Some(def) if def.kind == c.kind => true,
+        Some(def) => {
+            tracing::warn!(column = %c.name, stored = %def.kind, logged = %c.kind, "WAL replay: dropping values of a column whose kind changed");
+            false
+        }
+        None => {
+            schema.push(&c.name, c.kind);
+            true
+        }
+    });
+    schema
+}
+
+impl Inner {
+    fn poisoned(&self) -> Option<String> {
+        read(&self.poisoned).clone()
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "database poisoned: refusing writes until reopened");
+        let mut p = write(&self.poisoned);
+        if p.is_none() {
+            *p = Some(reason);
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        match self.poisoned() {
+            Some(r) => Err(Error::Poisoned(r)),
+            None => Ok(()),
+        }
+    }
+
+    fn signal_flush(&self) {
+        let (m, cv) = &self.flush_signal;
+        *lock(m) = true;
+        cv.notify_all();
+    }
+
+    /// Validates a batch against the catalog, adding new columns, and returns
+    /// the accepted rows ready to log, plus the rejected ones.
+    fn prepare(
+        &self,
+        database: &str,
+        batch: &WriteBatch,
+    ) -> Result<(Option<TableWrite>, WriteOutcome)> {
+        validate_database_name(database)?;
+        validate_name("table", &batch.table)?;
+        let n = batch.len();
+        let mut errors: BTreeMap<usize, RowError> = BTreeMap::new();
+        let mut reject = |row: usize, column: &str, message: String| {
+            errors.entry(row).or_insert(RowError {
+                row,
+                column: Some(column.to_string()),
+                message,
+            });
+        };
+        let table = &batch.table;
+        let needs_new = {
+            let cat = read(&self.catalog);
+            let schema = cat.get(database).and_then(|t| t.get(table));
+            batch
+                .columns
+                .iter()
+                .any(|c| schema.is_none_or(|s| s.id_of(&c.name).is_none()))
+        };
+        let mut check = |schema: &mut TableSchema, add: bool| {
+            for c in &batch.conflicts {
+                let stored = schema
+                    .id_of(&c.column)
+                    .and_then(|id| schema.column(id))
+                    .map(|d| d.kind);
+                let message = match stored {
+                    Some(kind) => format!(
+                        "database `{database}`, table `{table}`: column `{}` is a {kind}, got a {} value",
+                        c.column, c.offered
+                    ),
+                    None => format!(
+                        "database `{database}`, table `{table}`: column `{}` is a {} earlier in this batch, got a {} value",
+                        c.column, c.first, c.offered
+                    ),
+                };
+                reject(c.row, &c.column, message);
+            }
+            for c in &batch.columns {
+                let rows_with_value = || (0..n).filter(|&r| c.data.is_valid(r));
+                if let Err(e) = validate_name("column", &c.name) {
+                    let msg = e.to_string();
+                    rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
+                    continue;
+                }
+                match schema.id_of(&c.name).and_then(|id| schema.column(id)) {
+                    Some(def) if def.kind != c.kind => {
+                        let msg = format!(
+                            "database `{database}`, table `{table}`: column `{}` is a {}, got a {} value",
+                            c.name, def.kind, c.kind
+                        );
+                        rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
+                    }
+                    Some(_) => {}
+                    None if add && rows_with_value().next().is_some() => {
+                        schema.push(&c.name, c.kind);
+                    }
+                    None => {}
+                }
+            }
+        };
+        if needs_new {
+            let mut cat = write(&self.catalog);
+            let schema = cat
+                .entry(database.to_string())
+                .or_default()
+                .entry(table.clone())
+                .or_default();
+            check(schema, true);
+        } else {
+            let cat = read(&self.catalog);
+            let mut schema = cat
+                .get(database)
+                .and_then(|t| t.get(table))
+                .cloned()
+                .unwrap_or_default();
+            check(&mut schema, false);
+        }
+        let rejected: Vec<RowError> = errors.into_values().collect();
+        let mut outcome = WriteOutcome {
+            rows_written: 0,
+            fields_written: 0,
+            rejected,
+        };
+        if outcome.rejected.len() >= n {
+            return Ok((None, outcome));
+        }
+        let keep: Vec<usize> = if outcome.rejected.is_empty() {
+            (0..n).collect()
+        } else {
+            let bad: std::collections::HashSet<usize> =
+                outcome.rejected.iter().map(|e| e.row).collect();
+            (0..n).filter(|r| !bad.contains(r)).collect()
+        };
+        let mut columns = Vec::with_capacity(batch.columns.len());
+        for c in &batch.columns {
+            if validate_name("column", &c.name).is_err() {
+                continue;
+            }
+            let data = if keep.len() == n && c.data.len() == n {
+                c.data.clone()
+            } else {
+                let mut d = Column::with_capacity(c.kind.value_type(), keep.len());
+                keep.iter().for_each(|&r| d.push_from(&c.data, r));
+                d
+            };
+            let present = data.valid.iter().filter(|v| **v).count();
+            if present == 0 {
+                continue;
+            }
+            if matches!(c.kind, ColumnKind::Field(_)) {
+                outcome.fields_written += present;
+            }
+            columns.push(BatchColumn {
+                name: c.name.clone(),
+                kind: c.kind,
+                data,
+            });
+        }
+        let times = keep
+            .iter()
+            .filter_map(|&r| batch.times.get(r).copied())
+            .collect();
+        Ok((
+            Some(TableWrite {
+                database: database.to_string(),
+                table: table.clone(),
+                times,
+                columns,
+            }),
+            outcome,
+        ))
+    }
+
+    /// Logs a write and applies it to the write buffer, sharing the WAL
+    /// write and fsync with concurrent writers (group commit).
+    fn commit(&self, write_: TableWrite) -> Result<()> {
+        let mut q = lock(&self.queue);
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.pending.push(Pending { seq, write: write_ });
+        loop {
+            if q.durable_seq >= seq {
+                return Ok(());
+            }
+            if let Some(r) = self.poisoned() {
+                return Err(Error::Poisoned(r));
+            }
+            if q.leader {
+                q = self
+                    .queue_cv
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            q.leader = true;
+            let group = std::mem::take(&mut q.pending);
+            drop(q);
+            let result = self.write_group(&group);
+            q = lock(&self.queue);
+            q.leader = false;
+            match result {
+                Ok(()) => q.durable_seq = group.last().map_or(q.durable_seq, |p| p.seq),
+                Err(e) => self.poison(format!("writing the WAL failed: {e}")),
+            }
+            self.queue_cv.notify_all();
+        }
+    }
+
+    /// The leader's work: append the group to the WAL, sync, then apply in order.
+    fn write_group(&self, group: &[Pending]) -> Result<()> {
+        let mut framed = Vec::new();
+        for p in group {
+            encode_record(p.seq, &p.write, &mut framed);
+        }
+        {
+            let mut wal = lock(&self.wal);
+            wal.append(&framed)?;
+            if self.options.durability == Durability::Sync {
+                wal.sync()?;
+            }
+            if wal.size() >= self.options.wal_file_bytes {
+                if let Some(last) = group.last() {
+                    wal.rotate(last.seq + 1)?;
+                }
+            }
+        }
+        let cat = read(&self.catalog);
+        let mut state = write(&self.state);
+        for p in group {
+            let Some(schema) = cat
+                .get(&p.write.database)
+                .and_then(|t| t.get(&p.write.table))
+            else {
+                return Err(Error::Internal(format!(
+                    "table {}.{} vanished from the catalog",
+                    p.write.database, p.write.table
+                )));
+            };
+            state.active.apply(p.seq, &p.write, schema);
+        }
+        Ok(())
+    }
+
+    /// Waits to become commit leader, so no group is between WAL and buffer.
+    fn become_leader(&self) -> MutexGuard<'_, CommitQueue> {
+        let mut q = lock(&self.queue);
+        while q.leader {
+            q = self
+                .queue_cv
+                .wait(q)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        q
+    }
+
+    /// Moves the active buffer to the frozen list and starts a new WAL file,
+    /// so the frozen rows' WAL files can be deleted once they are flushed.
+    fn freeze(&self) -> Result<()> {
+        let q = self.become_leader();
+        let mut state = write(&self.state);
+        if state.active.is_empty() {
+            return Ok(());
+        }
+        let mut wal = lock(&self.wal);
+        wal.rotate(q.durable_seq + 1)?;
+        let active = std::mem::take(&mut state.active);
+        state.frozen.push(Arc::new(active));
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut manifest = lock(&self.manifest);
+        if let Some(r) = self.poisoned() {
+            return Err(Error::Poisoned(r));
+        }
+        self.freeze()
+            .inspect_err(|e| self.poison(format!("rotating the WAL failed: {e}")))?;
+        let frozen: Vec<Arc<WriteBuffer>> = read(&self.state).frozen.clone();
+        if frozen.is_empty() {
+            return Ok(());
+        }
+        match self.flush_frozen(&mut manifest, &frozen) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.poison(format!("flushing the write buffer failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    fn flush_frozen(&self, manifest: &mut Manifest, frozen: &[Arc<WriteBuffer>]) -> Result<()> {
+        let catalog = read(&self.catalog).clone();
+        // (database, table) -> partition -> series -> sources oldest first
+        type Parts<'a> =
+            BTreeMap<(String, String), BTreeMap<i64, BTreeMap<SeriesKey, Vec<SeriesData>>>>;
+        let mut parts: Parts<'_> = BTreeMap::new();
+        for buf in frozen {
+            for ((db, table), tb) in &buf.tables {
+                for (key, sb) in &tb.series {
+                    let Some(data) = buf.series_data(db, table, key) else {
+                        continue;
+                    };
+                    let by_part = split_by_partition(data, &self.options);
+                    let entry = parts.entry((db.clone(), table.clone())).or_default();
+                    for (p, d) in by_part {
+                        entry
+                            .entry(p)
+                            .or_default()
+                            .entry(key.clone())
+                            .or_default()
+                            .push(d);
+                    }
+                    let _ = sb;
+                }
+            }
+        }
+        let mut new_handles: Vec<((String, String), Arc<SegmentHandle>)> = Vec::new();
+        let mut written_bytes = 0u64;
+        for ((db, table), partitions) in parts {
+            let schema = catalog
+                .get(&db)
+                .and_then(|t| t.get(&table))
+                .cloned()
+                .unwrap_or_default();
+            for (partition_start, series) in partitions {
+                let merged: Vec<(&SeriesKey, SeriesData)> = series
+                    .iter()
+                    .map(|(k, srcs)| (k, merge(srcs.clone())))
+                    .collect();
+                let id = manifest.next_segment_id;
+                manifest.next_segment_id += 1;
+                let path = self.segment_dir.join(SegmentEntry::file_name(id));
+                let stats = write_segment(
+                    self.backend.as_ref(),
+                    &path,
+                    &table,
+                    partition_start,
+                    &schema,
+                    &merged,
+                )?;
+                written_bytes += stats.bytes;
+                let entry = SegmentEntry {
+                    id,
+                    partition_start,
+                    min_time: stats.min_time,
+                    max_time: stats.max_time,
+                    rows: stats.rows,
+                    bytes: stats.bytes,
+                    level: 0,
+                };
+                let reader = Arc::new(SegmentReader::open(&path)?);
+                manifest
+                    .databases
+                    .entry(db.clone())
+                    .or_default()
+                    .tables
+                    .entry(table.clone())
+                    .or_default()
+                    .segments
+                    .push(entry.clone());
+                new_handles.push((
+                    (db.clone(), table.clone()),
+                    Arc::new(SegmentHandle { entry, reader }),
+                ));
+            }
+        }
+        for (db, tables) in &catalog {
+            for (table, schema) in tables {
+                manifest
+                    .databases
+                    .entry(db.clone())
+                    .or_default()
+                    .tables
+                    .entry(table.clone())
+                    .or_default()
+                    .schema = schema.clone();
+            }
+        }
+        let flushed_seq = frozen
+            .iter()
+            .map(|f| f.max_seq)
+            .max()
+            .unwrap_or(0)
+            .max(manifest.flushed_seq);
+        manifest.flushed_seq = flushed_seq;
+        manifest.store(self.backend.as_ref(), &self.dir)?;
+        {
+            let mut state = write(&self.state);
+            state
+                .frozen
+                .retain(|f| !frozen.iter().any(|x| Arc::ptr_eq(x, f)));
+            for (key, h) in new_handles {
+                state.segments.entry(key).or_default().push(h);
+            }
+        }
+        self.trim_wal(flushed_seq)?;
+        tracing::debug!(flushed_seq, written_bytes, "flushed write buffer");
+        Ok(())
+    }
+
+    /// Deletes WAL files whose records are all at or below `flushed_seq`.
+    fn trim_wal(&self, flushed_seq: u64) -> Result<()> {
+        let files = crate::wal::list_files(&self.wal_dir)?;
+        let current = lock(&self.wal).first_seq();
+        for pair in files.windows(2) {
+            let (f, next) = (&pair[0], &pair[1]);
+            if next.first_seq <= flushed_seq + 1 && f.first_seq < current {
+                crate::fs::remove_durable(self.backend.as_ref(), &f.path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(&self, req: &ScanRequest) -> Result<ScanStream> {
+        let schema = read(&self.catalog)
+            .get(&req.database)
+            .and_then(|t| t.get(&req.table))
+            .cloned()
+            .ok_or_else(|| {
+                if read(&self.catalog).contains_key(&req.database) {
+                    Error::NotFound {
+                        what: "table",
+                        name: format!("{}.{}", req.database, req.table),
+                        hint: String::new(),
+                    }
+                } else {
+                    Error::NotFound {
+                        what: "database",
+                        name: req.database.clone(),
+                        hint: String::new(),
+                    }
+                }
+            })?;
+        let mut plan = ScanPlan::new(req, &schema, self.options.scan_batch_rows)?;
+        let range = plan.range();
+        let wanted = plan.wanted_ids();
+        let width = plan.width();
+        let mut series: BTreeMap<SeriesKey, Vec<Source>> = BTreeMap::new();
+        let filter = |k: &SeriesKey| req.matches(k);
+        let state = read(&self.state);
+        let key = (req.database.clone(), req.table.clone());
+        if let Some(segs) = state.segments.get(&key) {
+            let preds: Vec<(String, Vec<String>)> = req
+                .tag_filters
+                .iter()
+                .map(|f| (f.tag.clone(), f.values.clone()))
+                .collect();
+            for h in segs {
+                if !range.overlaps(h.entry.min_time, h.entry.max_time) {
+                    continue;
+                }
+                for id in h.reader.matching_series(&preds) {
+                    let skey = h.reader.series_key(id);
+                    series
+                        .entry(skey)
+                        .or_default()
+                        .push(Source::Segment(h.reader.clone(), id));
+                }
+            }
+        }
+        for buf in state
+            .frozen
+            .iter()
+            .map(Arc::as_ref)
+            .chain(std::iter::once(&state.active))
+        {
+            for (k, d) in buf.collect(&req.database, &req.table, &filter, range, &wanted, width) {
+                series.entry(k).or_default().push(Source::Buffer(d));
+            }
+        }
+        drop(state);
+        plan.series = series.into_iter().collect();
+        Ok(ScanStream::new(plan))
+    }
+}
+
+fn split_by_partition(data: &SeriesData, options: &Options) -> Vec<(i64, SeriesData)> {
+    let first = data.times.first().map(|t| options.partition_of(*t));
+    if let Some(p) = first {
+        if data.times.iter().all(|t| options.partition_of(*t) == p) {
+            return vec![(p, data.clone())];
+        }
+    }
+    let mut rows: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, t) in data.times.iter().enumerate() {
+        rows.entry(options.partition_of(*t)).or_default().push(i);
+    }
+    rows.into_iter()
+        .map(|(p, idx)| {
+            let times = idx
+                .iter()
+                .filter_map(|&i| data.times.get(i).copied())
+                .collect();
+            let columns = data
+                .columns
+                .iter()
+                .map(|c| {
+                    c.as_ref().map(|c| {
+                        let mut out = Column::with_capacity(c.values.field_type(), idx.len());
+                        idx.iter().for_each(|&i| out.push_from(c, i));
+                        out
+                    })
+                })
+                .collect();
+            (p, SeriesData { times, columns })
+        })
+        .collect()
+}
+
+fn background_flush(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let age_limit = inner.options.max_buffer_age;
+        let tick = (age_limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        {
+            let (m, cv) = &inner.flush_signal;
+            let mut signaled = lock(m);
+            if !*signaled {
+                signaled = cv
+                    .wait_timeout(signaled, tick)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            *signaled = false;
+        }
+        if inner.closed.load(Ordering::SeqCst) || inner.poisoned().is_some() {
+            if inner.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            drop(inner);
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let due = {
+            let s = read(&inner.state);
+            s.active.bytes >= inner.options.max_buffer_bytes
+                || s.active.oldest.is_some_and(|t| t.elapsed() >= age_limit)
+        };
+        if due {
+            if let Err(e) = inner.flush() {
+                tracing::error!(error = %e, "background flush failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Options for opening a [`crate::Database`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fs::{Backend, StdBackend};
+
+/// When a write is acknowledged, and so what survives what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Acknowledge only after the WAL record is `fdatasync`ed. An
+    /// acknowledged write survives a process crash, a kernel crash and power
+    /// loss. Concurrent writers share one fsync (group commit). The default.
+    #[default]
+    Sync,
+    /// Acknowledge once the WAL record is handed to the operating system
+    /// (`write(2)`), without waiting for `fsync`. An acknowledged write
+    /// survives a crash of the Telemark process, but the last moments of
+    /// writes can be lost to a kernel crash or power loss. The WAL is still
+    /// synced when a file is rotated, on flush and on close.
+    Buffered,
+}
+
+/// How a [`crate::Database`] is opened and tuned. `Options::default()` is
+/// what a server uses.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// When writes are acknowledged. Default: [`Durability::Sync`].
+    pub durability: Durability,
+    /// Flush the write buffer to segments when it holds about this many
+    /// bytes. Default: 64 MiB.
+    pub max_buffer_bytes: usize,
+    /// Flush the write buffer when its oldest row has waited this long.
+    /// Default: 5 minutes.
+    pub max_buffer_age: Duration,
+    /// Width of a time partition: each segment holds one table's rows of one
+    /// partition. Default: 1 day.
+    pub partition_duration: Duration,
+    /// Start a new WAL file when the current one passes this size. Default: 64 MiB.
+    pub wal_file_bytes: u64,
+    /// Run a background thread that flushes on the size and age limits.
+    /// Default: true. With false, only [`crate::Database::flush`] and
+    /// [`crate::Database::close`] flush.
+    pub background_flush: bool,
+    /// Rows per record batch a scan yields. Default: 8192.
+    pub scan_batch_rows: usize,
+    /// The file system. Tests substitute one that injects failures.
+    pub backend: Backend,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Sync,
+            max_buffer_bytes: 64 << 20,
+            max_buffer_age: Duration::from_secs(300),
+            partition_duration: Duration::from_secs(86_400),
+            wal_file_bytes: 64 << 20,
+            background_flush: true,
+            scan_batch_rows: 8192,
+            backend: Arc::new(StdBackend),
+        }
+    }
+}
+
+impl Options {
+    /// The partition width in nanoseconds (at least 1 s).
+    pub(crate) fn partition_nanos(&self) -> i64 {
+        i64::try_from(self.partition_duration.as_nanos())
+            .unwrap_or(i64::MAX)
+            .max(1_000_000_000)
+    }
+
+    /// The start of the partition holding `t`.
+    pub(crate) fn partition_of(&self, t: i64) -> i64 {
+        let p = self.partition_nanos();
+        t.div_euclid(p).checked_mul(p).unwrap_or(i64::MIN)
+    }
+}

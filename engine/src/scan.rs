@@ -1,0 +1,432 @@
+//! Scans: read a table's rows in a time range, filtered by tags, as Arrow
+//! record batches.
+//!
+//! A scan prunes segments by time range, prunes series through the tag
+//! postings, decodes only the projected columns, merges the write buffer's
+//! rows, and resolves duplicates (last write wins). Rows come out grouped by
+//! series, in time order within each series.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array,
+};
+use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::batch::{Column, Values};
+use crate::schema::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
+use crate::segment::{SegmentReader, TimeRange};
+use crate::series::{SeriesData, SeriesKey, merge};
+use crate::{Error, Result};
+
+/// A tag predicate: the tag equals one of `values` (`=` is `IN` with one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFilter {
+    /// Tag column name.
+    pub tag: String,
+    /// Accepted values.
+    pub values: Vec<String>,
+}
+
+/// What to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// Database name.
+    pub database: String,
+    /// Table name.
+    pub table: String,
+    /// Inclusive start of the time range (ns); `None` = unbounded.
+    pub start: Option<i64>,
+    /// Exclusive end of the time range (ns); `None` = unbounded.
+    pub end: Option<i64>,
+    /// Rows must match every filter.
+    pub tag_filters: Vec<TagFilter>,
+    /// Columns to return, in this order; `None` = `time`, then every tag and
+    /// field column in the order they were added.
+    pub projection: Option<Vec<String>>,
+}
+
+impl ScanRequest {
+    /// Everything in a table.
+    pub fn new(database: impl Into<String>, table: impl Into<String>) -> Self {
+        ScanRequest {
+            database: database.into(),
+            table: table.into(),
+            start: None,
+            end: None,
+            tag_filters: Vec::new(),
+            projection: None,
+        }
+    }
+
+    /// Restricts to `start <= time < end`.
+    pub fn time_range(mut self, start: i64, end: i64) -> Self {
+        self.start = Some(start);
+        self.end = Some(end);
+        self
+    }
+
+    /// Adds a `tag IN (values)` filter.
+    pub fn filter_tag(
+        mut self,
+        tag: impl Into<String>,
+        values: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.tag_filters.push(TagFilter {
+            tag: tag.into(),
+            values: values.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// Returns only these columns.
+    pub fn project(mut self, columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.projection = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub(crate) fn range(&self) -> TimeRange {
+        TimeRange {
+            start: self.start.unwrap_or(i64::MIN),
+            end: self.end.unwrap_or(i64::MAX),
+        }
+    }
+
+    pub(crate) fn matches(&self, key: &SeriesKey) -> bool {
+        self.tag_filters.iter().all(|f| {
+            key.get(&f.tag)
+                .is_some_and(|v| f.values.iter().any(|x| x == v))
+        })
+    }
+}
+
+/// The Arrow type a column is returned as.
+pub fn arrow_type(kind: ColumnKind) -> DataType {
+    match kind.value_type() {
+        FieldType::F64 => DataType::Float64,
+        FieldType::I64 => DataType::Int64,
+        FieldType::U64 => DataType::UInt64,
+        FieldType::Bool => DataType::Boolean,
+        FieldType::String => DataType::Utf8,
+    }
+}
+
+/// The Arrow schema of a whole table: `time`, then its columns in id order.
+pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
+    let mut fields = vec![time_field()];
+    fields.extend(
+        schema
+            .columns()
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(c.kind), true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+fn time_field() -> Field {
+    Field::new(
+        TIME_COLUMN,
+        DataType::Timestamp(TimeUnit::Nanosecond, None),
+        false,
+    )
+}
+
+#[derive(Debug, Clone)]
+enum OutColumn {
+    Time,
+    Tag(String),
+    Field(usize, FieldType),
+}
+
+/// Where rows of a series come from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    Segment(Arc<SegmentReader>, u32),
+    Buffer(SeriesData),
+}
+
+/// A planned scan: the output shape and, per series, its sources oldest first.
+#[derive(Debug)]
+pub(crate) struct ScanPlan {
+    pub(crate) schema: SchemaRef,
+    out: Vec<OutColumn>,
+    wanted: Vec<(usize, String, ColumnKind)>,
+    width: usize,
+    range: TimeRange,
+    pub(crate) series: Vec<(SeriesKey, Vec<Source>)>,
+    batch_rows: usize,
+}
+
+impl ScanPlan {
+    /// Resolves the projection against the table schema.
+    pub(crate) fn new(req: &ScanRequest, table: &TableSchema, batch_rows: usize) -> Result<Self> {
+        let names: Vec<String> = match &req.projection {
+            Some(p) => p.clone(),
+            None => std::iter::once(TIME_COLUMN.to_string())
+                .chain(table.columns().iter().map(|c| c.name.clone()))
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(names.len());
+        let mut fields = Vec::with_capacity(names.len());
+        let mut wanted = Vec::new();
+        for name in &names {
+            if name == TIME_COLUMN {
+                out.push(OutColumn::Time);
+                fields.push(time_field());
+                continue;
+            }
+            let id = table.id_of(name).ok_or_else(|| Error::NotFound {
+                what: "column",
+                name: format!("{}.{}.{name}", req.database, req.table),
+                hint: String::new(),
+            })?;
+            let def = table
+                .column(id)
+                .ok_or_else(|| Error::Internal("column id without definition".into()))?;
+            fields.push(Field::new(name, arrow_type(def.kind), true));
+            match def.kind {
+                ColumnKind::Tag => out.push(OutColumn::Tag(name.clone())),
+                ColumnKind::Field(t) => {
+                    out.push(OutColumn::Field(id, t));
+                    if !wanted.iter().any(|(i, _, _)| *i == id) {
+                        wanted.push((id, name.clone(), def.kind));
+                    }
+                }
+            }
+        }
+        for f in &req.tag_filters {
+            match table.id_of(&f.tag).and_then(|id| table.column(id)) {
+                Some(def) if def.kind == ColumnKind::Tag => {}
+                Some(def) => {
+                    return Err(Error::InvalidInput(format!(
+                        "column `{}` of {}.{} is a {}, not a tag; filter it in SQL instead",
+                        f.tag, req.database, req.table, def.kind
+                    )));
+                }
+                None => {} // an unknown tag matches no series
+            }
+        }
+        Ok(ScanPlan {
+            schema: Arc::new(Schema::new(fields)),
+            out,
+            wanted,
+            width: table.len(),
+            range: req.range(),
+            series: Vec::new(),
+            batch_rows: batch_rows.max(1),
+        })
+    }
+
+    /// Table column ids of the fields to decode.
+    pub(crate) fn wanted_ids(&self) -> Vec<usize> {
+        self.wanted.iter().map(|(i, _, _)| *i).collect()
+    }
+
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    pub(crate) fn range(&self) -> TimeRange {
+        self.range
+    }
+}
+
+/// The rows of a scan, as Arrow record batches of at most
+/// `Options::scan_batch_rows` rows. Segments are decoded lazily, series by series.
+#[derive(Debug)]
+pub struct ScanStream {
+    plan: ScanPlan,
+    next_series: usize,
+    current: Option<(SeriesKey, SeriesData, usize)>,
+    failed: bool,
+}
+
+impl ScanStream {
+    pub(crate) fn new(plan: ScanPlan) -> Self {
+        ScanStream {
+            plan,
+            next_series: 0,
+            current: None,
+            failed: false,
+        }
+    }
+
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        self.plan.schema.clone()
+    }
+
+    /// Number of series the scan will visit (after pruning).
+    pub fn series_count(&self) -> usize {
+        self.plan.series.len()
+    }
+
+    fn load_next(&mut self) -> Result<bool> {
+        while self.next_series < self.plan.series.len() {
+            let i = self.next_series;
+            self.next_series += 1;
+            let Some((key, sources)) = self.plan.series.get_mut(i) else {
+                break;
+            };
+            let mut datas = Vec::with_capacity(sources.len());
+            for s in std::mem::take(sources) {
+                match s {
+                    Source::Buffer(d) => datas.push(d),
+                    Source::Segment(seg, id) => {
+                        let wanted: Vec<(usize, &str, ColumnKind)> = self
+                            .plan
+                            .wanted
+                            .iter()
+                            .map(|(i, n, k)| (*i, n.as_str(), *k))
+                            .collect();
+                        datas.push(seg.read_series(
+                            id,
+                            &wanted,
+                            self.plan.width,
+                            self.plan.range,
+                        )?);
+                    }
+                }
+            }
+            let merged = merge(datas);
+            if !merged.times.is_empty() {
+                self.current = Some((key.clone(), merged, 0));
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let mut acc = Accumulator::new(&self.plan.out);
+        while acc.rows < self.plan.batch_rows {
+            if self.current.is_none() && !self.load_next()? {
+                break;
+            }
+            let Some((key, data, offset)) = self.current.as_mut() else {
+                break;
+            };
+            let take = (self.plan.batch_rows - acc.rows).min(data.times.len() - *offset);
+            acc.push(&self.plan.out, key, data, *offset, *offset + take);
+            *offset += take;
+            if *offset >= data.times.len() {
+                self.current = None;
+            }
+        }
+        if acc.rows == 0 {
+            return Ok(None);
+        }
+        acc.finish(&self.plan.out, self.plan.schema.clone())
+            .map(Some)
+    }
+}
+
+impl Iterator for ScanStream {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.next_batch() {
+            Ok(b) => b.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+struct Accumulator {
+    rows: usize,
+    times: Vec<i64>,
+    cols: Vec<Column>,
+}
+
+impl Accumulator {
+    fn new(out: &[OutColumn]) -> Self {
+        let cols = out
+            .iter()
+            .map(|c| match c {
+                OutColumn::Time | OutColumn::Tag(_) => Column::new(FieldType::String),
+                OutColumn::Field(_, t) => Column::new(*t),
+            })
+            .collect();
+        Accumulator {
+            rows: 0,
+            times: Vec::new(),
+            cols,
+        }
+    }
+
+    fn push(
+        &mut self,
+        out: &[OutColumn],
+        key: &SeriesKey,
+        data: &SeriesData,
+        lo: usize,
+        hi: usize,
+    ) {
+        self.times
+            .extend_from_slice(data.times.get(lo..hi).unwrap_or_default());
+        for (c, col) in out.iter().zip(self.cols.iter_mut()) {
+            match c {
+                OutColumn::Time => {}
+                OutColumn::Tag(name) => {
+                    let v = key.get(name);
+                    for _ in lo..hi {
+                        match v {
+                            Some(v) => {
+                                col.values.push_value(crate::FieldValue::Str(v.to_string()));
+                                col.valid.push(true);
+                            }
+                            None => col.push_null(),
+                        }
+                    }
+                }
+                OutColumn::Field(id, _) => match data.columns.get(*id).and_then(Option::as_ref) {
+                    Some(src) => (lo..hi).for_each(|i| col.push_from(src, i)),
+                    None => (lo..hi).for_each(|_| col.push_null()),
+                },
+            }
+        }
+        self.rows += hi - lo;
+    }
+
+    fn finish(self, out: &[OutColumn], schema: SchemaRef) -> Result<RecordBatch> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(out.len());
+        let times = ScalarBuffer::from(self.times);
+        for (c, col) in out.iter().zip(self.cols) {
+            let nulls = if col.valid.iter().all(|v| *v) {
+                None
+            } else {
+                Some(NullBuffer::from(col.valid))
+            };
+            let a: ArrayRef = match (c, col.values) {
+                (OutColumn::Time, _) => {
+                    Arc::new(TimestampNanosecondArray::new(times.clone(), None))
+                }
+                (_, Values::F64(v)) => Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls)),
+                (_, Values::I64(v)) => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+                (_, Values::U64(v)) => Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
+                (_, Values::Bool(v)) => Arc::new(BooleanArray::new(v.into(), nulls)),
+                (_, Values::Str(v)) => Arc::new(StringArray::from_iter(
+                    v.into_iter()
+                        .zip(
+                            nulls
+                                .iter()
+                                .flat_map(|n| n.iter())
+                                .chain(std::iter::repeat(true)),
+                        )
+                        .map(|(s, ok)| ok.then_some(s)),
+                )),
+            };
+            arrays.push(a);
+        }
+        RecordBatch::try_new(schema, arrays)
+            .map_err(|e| Error::Internal(format!("building a record batch: {e}")))
+    }
+}

@@ -1,0 +1,255 @@
+//! WAL byte layout, in one place. Little-endian throughout.
+//!
+//! ```text
+//! file   = header record*
+//! header = magic "TMKWAL\0\0" (8) | version u16 | reserved [u8; 6] (zero)
+//! record = payload_len u32 | crc32c(payload) u32 | payload
+//! payload (kind 1, write) =
+//!     kind u8 = 1 | seq u64 | database str | table str | rows varint
+//!     | time i64 × rows | ncols varint | column × ncols
+//! column = name str | kind u8 (0 tag, 1 f64, 2 i64, 3 u64, 4 bool, 5 string)
+//!     | validity u8 (0 all valid, 1 bitmap follows) | [bitmap ⌈rows/8⌉ bytes, LSB first]
+//!     | values: f64/i64/u64 as 8 bytes × rows; bool as bitmap; string as (str) × rows
+//! str    = len varint | UTF-8 bytes
+//! ```
+
+use crate::batch::{BatchColumn, Column, Values};
+use crate::bytes::{PutBytes, ReadResult, Reader};
+use crate::schema::ColumnKind;
+
+/// First bytes of every WAL file.
+pub(crate) const MAGIC: [u8; 8] = *b"TMKWAL\0\0";
+/// The version this build writes.
+pub(crate) const VERSION: u16 = 1;
+/// The oldest version this build reads.
+pub(crate) const OLDEST_VERSION: u16 = 1;
+/// Bytes of the file header.
+pub(crate) const HEADER_LEN: usize = 16;
+/// Bytes of a record frame before the payload.
+pub(crate) const FRAME_LEN: usize = 8;
+/// The largest payload a record may have; larger lengths are corruption.
+pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
+
+const KIND_WRITE: u8 = 1;
+
+pub(crate) fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// Rows of one table, validated and ready to log and apply.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TableWrite {
+    pub(crate) database: String,
+    pub(crate) table: String,
+    pub(crate) times: Vec<i64>,
+    pub(crate) columns: Vec<BatchColumn>,
+}
+
+/// Appends a framed record for `write` with sequence number `seq` to `out`.
+pub(crate) fn encode_record(seq: u64, write: &TableWrite, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_LEN]);
+    out.put_u8(KIND_WRITE);
+    out.put_u64(seq);
+    out.put_str(&write.database);
+    out.put_str(&write.table);
+    let rows = write.times.len();
+    out.put_varint(rows as u64);
+    for t in &write.times {
+        out.put_i64(*t);
+    }
+    out.put_varint(write.columns.len() as u64);
+    for c in &write.columns {
+        out.put_str(&c.name);
+        out.put_u8(c.kind.code());
+        if c.data.valid.iter().all(|v| *v) {
+            out.put_u8(0);
+        } else {
+            out.put_u8(1);
+            put_bitmap(out, &c.data.valid);
+        }
+        match &c.data.values {
+            Values::F64(v) => v.iter().for_each(|x| out.put_u64(x.to_bits())),
+            Values::I64(v) => v.iter().for_each(|x| out.put_i64(*x)),
+            Values::U64(v) => v.iter().for_each(|x| out.put_u64(*x)),
+            Values::Bool(v) => put_bitmap(out, v),
+            Values::Str(v) => v.iter().for_each(|x| out.put_str(x)),
+        }
+    }
+    let payload_len = out.len() - start - FRAME_LEN;
+    let crc = crc32c::crc32c(&out[start + FRAME_LEN..]);
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+pub(crate) fn put_bitmap(out: &mut Vec<u8>, bits: &[bool]) {
+    for chunk in bits.chunks(8) {
+        let mut b = 0u8;
+        for (i, bit) in chunk.iter().enumerate() {
+            b |= u8::from(*bit) << i;
+        }
+        out.push(b);
+    }
+}
+
+pub(crate) fn read_bitmap(r: &mut Reader<'_>, n: usize, what: &str) -> ReadResult<Vec<bool>> {
+    let bytes = r.take(n.div_ceil(8), what)?;
+    Ok((0..n)
+        .map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1))
+        .collect())
+}
+
+/// Decodes a record payload (already checksummed) into its sequence number and rows.
+pub(crate) fn decode_payload(payload: &[u8]) -> ReadResult<(u64, TableWrite)> {
+    let mut r = Reader::new(payload);
+    let kind = r.u8("record kind")?;
+    if kind != KIND_WRITE {
+        return Err(r.error(format!("unknown record kind {kind}")));
+    }
+    let seq = r.u64("sequence number")?;
+    let database = r.str("database name")?.to_string();
+    let table = r.str("table name")?.to_string();
+    // Every row costs at least 8 bytes of timestamp: bound the count before allocating.
+    let rows = r.len(r.remaining() / 8, "row count")?;
+    let mut times = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        times.push(r.i64("timestamp")?);
+    }
+    let ncols = r.len(r.remaining(), "column count")?;
+    let mut columns = Vec::with_capacity(ncols.min(1024));
+    for _ in 0..ncols {
+        let name = r.str("column name")?.to_string();
+        let code = r.u8("column kind")?;
+        let kind = ColumnKind::from_code(code)
+            .ok_or_else(|| r.error(format!("unknown column kind {code}")))?;
+        let valid = match r.u8("validity flag")? {
+            0 => vec![true; rows],
+            1 => read_bitmap(&mut r, rows, "validity bitmap")?,
+            other => return Err(r.error(format!("unknown validity flag {other}"))),
+        };
+        let values = match kind.value_type() {
+            crate::FieldType::F64 => {
+                let mut v = Vec::with_capacity(rows);
+                for _ in 0..rows {
+                    v.push(f64::from_bits(r.u64("float value")?));
+                }
+                Values::F64(v)
+            }
+            crate::FieldType::I64 => {
+                let mut v = Vec::with_capacity(rows);
+                for _ in 0..rows {
+                    v.push(r.i64("integer value")?);
+                }
+                Values::I64(v)
+            }
+            crate::FieldType::U64 => {
+                let mut v = Vec::with_capacity(rows);
+                for _ in 0..rows {
+                    v.push(r.u64("unsigned value")?);
+                }
+                Values::U64(v)
+            }
+            crate::FieldType::Bool => Values::Bool(read_bitmap(&mut r, rows, "boolean values")?),
+            crate::FieldType::String => {
+                let mut v = Vec::with_capacity(rows.min(r.remaining()));
+                for _ in 0..rows {
+                    v.push(r.str("string value")?.to_string());
+                }
+                Values::Str(v)
+            }
+        };
+        columns.push(BatchColumn {
+            name,
+            kind,
+            data: Column { values, valid },
+        });
+    }
+    if r.remaining() != 0 {
+        return Err(r.error(format!(
+            "{} unexpected bytes after the record",
+            r.remaining()
+        )));
+    }
+    Ok((
+        seq,
+        TableWrite {
+            database,
+            table,
+            times,
+            columns,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FieldType;
+
+    pub(crate) fn sample() -> TableWrite {
+        TableWrite {
+            database: "db".into(),
+            table: "t".into(),
+            times: vec![3, 1, -2],
+            columns: vec![
+                BatchColumn {
+                    name: "host".into(),
+                    kind: ColumnKind::Tag,
+                    data: Column {
+                        values: Values::Str(vec!["a".into(), "".into(), "c".into()]),
+                        valid: vec![true, false, true],
+                    },
+                },
+                BatchColumn {
+                    name: "v".into(),
+                    kind: ColumnKind::Field(FieldType::F64),
+                    data: Column {
+                        values: Values::F64(vec![f64::NAN, -0.0, 1.5]),
+                        valid: vec![true; 3],
+                    },
+                },
+                BatchColumn {
+                    name: "ok".into(),
+                    kind: ColumnKind::Field(FieldType::Bool),
+                    data: Column {
+                        values: Values::Bool(vec![true, false, true]),
+                        valid: vec![true; 3],
+                    },
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn record_roundtrip() {
+        let w = sample();
+        let mut out = Vec::new();
+        encode_record(42, &w, &mut out);
+        let len = u32::from_le_bytes(out[0..4].try_into().unwrap()) as usize;
+        assert_eq!(len, out.len() - FRAME_LEN);
+        assert_eq!(
+            u32::from_le_bytes(out[4..8].try_into().unwrap()),
+            crc32c::crc32c(&out[8..])
+        );
+        let (seq, back) = decode_payload(&out[8..]).unwrap();
+        assert_eq!(seq, 42);
+        assert_eq!(back.times, w.times);
+        assert_eq!(back.columns.len(), 3);
+        let Values::F64(v) = &back.columns[1].data.values else {
+            panic!()
+        };
+        assert_eq!(v[0].to_bits(), f64::NAN.to_bits());
+        assert_eq!(v[1].to_bits(), (-0.0f64).to_bits());
+        assert_eq!(back.columns[0].data.valid, vec![true, false, true]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode_payload(&data);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! End-to-end behaviour of the embedded `Database`: write, scan, flush, reopen.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampNanosecondType};
+use arrow_array::{Array, RecordBatch};
+use telemark_engine::{Database, Error, Options, ScanRequest, WriteBatch};
+
+fn opts() -> Options {
+    Options {
+        background_flush: false,
+        ..Options::default()
+    }
+}
+
+fn collect(db: &Database, req: &ScanRequest) -> Vec<RecordBatch> {
+    db.scan(req)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// (device, time, value) triples of a scan projecting `device`, `time`, `v`.
+fn rows(db: &Database, req: ScanRequest) -> Vec<(Option<String>, i64, Option<f64>)> {
+    let mut out = Vec::new();
+    for b in collect(db, &req.project(["device", "time", "v"])) {
+        let dev = b.column(0).as_string::<i32>();
+        let t = b.column(1).as_primitive::<TimestampNanosecondType>();
+        let v = b.column(2).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            out.push((
+                dev.is_valid(i).then(|| dev.value(i).to_string()),
+                t.value(i),
+                v.is_valid(i).then(|| v.value(i)),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn out_of_order_and_duplicates_resolve_last_write_wins_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let expect = vec![
+        (Some("a".to_string()), 1, Some(10.0)),
+        (Some("a".to_string()), 2, Some(22.0)),
+        (Some("a".to_string()), 3, Some(3.0)),
+        (Some("b".to_string()), 2, Some(5.0)),
+    ];
+    {
+        let db = Database::open(dir.path(), opts()).unwrap();
+        let mut b = WriteBatch::new("m");
+        b.row(3).tag("device", "a").field("v", 3.0);
+        b.row(1).tag("device", "a").field("v", 1.0);
+        b.row(2).tag("device", "a").field("v", 2.0);
+        b.row(2).tag("device", "b").field("v", 5.0);
+        assert_eq!(db.write("db", &b).unwrap().rows_written, 4);
+        db.flush().unwrap();
+        // Overwrite across the segment boundary, then again within the buffer.
+        let mut b = WriteBatch::new("m");
+        b.row(2).tag("device", "a").field("v", 20.0);
+        b.row(1).tag("device", "a").field("v", 10.0);
+        b.row(2).tag("device", "a").field("v", 22.0);
+        db.write("db", &b).unwrap();
+        assert_eq!(rows(&db, ScanRequest::new("db", "m")), expect);
+        db.flush().unwrap();
+        assert_eq!(rows(&db, ScanRequest::new("db", "m")), expect);
+        assert_eq!(db.stats().segments, 2);
+    }
+    // Reopen: from segments only.
+    let db = Database::open(dir.path(), opts()).unwrap();
+    assert_eq!(rows(&db, ScanRequest::new("db", "m")), expect);
+    assert_eq!(
+        rows(&db, ScanRequest::new("db", "m").filter_tag("device", ["b"])),
+        expect[3..].to_vec()
+    );
+    assert_eq!(
+        rows(&db, ScanRequest::new("db", "m").time_range(2, 3)),
+        vec![expect[1].clone(), expect[3].clone()]
+    );
+}
+
+#[test]
+fn unflushed_writes_survive_reopen_through_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(dir.path(), opts()).unwrap();
+        let mut b = WriteBatch::new("m");
+        b.row(5).tag("device", "x").field("v", 1.5);
+        db.write("db", &b).unwrap();
+        // Dropped without close: only the WAL has the row.
+    }
+    let (db, report) = Database::open_with_report(dir.path(), opts()).unwrap();
+    assert_eq!(report.wal_records_replayed, 1);
+    assert_eq!(
+        rows(&db, ScanRequest::new("db", "m")),
+        vec![(Some("x".into()), 5, Some(1.5))]
+    );
+}
+
+#[test]
+fn missing_fields_are_null_and_last_write_wins_per_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut b = WriteBatch::new("m");
+    b.row(1).tag("device", "a").field("v", 1.0).field("n", 7i64);
+    db.write("db", &b).unwrap();
+    db.flush().unwrap();
+    let mut b = WriteBatch::new("m");
+    b.row(1).tag("device", "a").field("v", 2.0); // `n` kept from the first write
+    b.row(2).tag("device", "a").field("n", 8i64); // `v` null
+    db.write("db", &b).unwrap();
+    for _ in 0..2 {
+        let batches = collect(
+            &db,
+            &ScanRequest::new("db", "m").project(["time", "v", "n"]),
+        );
+        let b = &batches[0];
+        let v = b.column(1).as_primitive::<Float64Type>();
+        let n = b.column(2).as_primitive::<Int64Type>();
+        assert_eq!((v.value(0), n.value(0)), (2.0, 7));
+        assert!(v.is_null(1));
+        assert_eq!(n.value(1), 8);
+        db.flush().unwrap();
+    }
+}
+
+#[test]
+fn type_conflict_rejects_only_that_row_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut b = WriteBatch::new("readings");
+    b.row(1).tag("device", "a").field("temp", 21.5);
+    db.write("fleet", &b).unwrap();
+    let mut b = WriteBatch::new("readings");
+    b.row(2).tag("device", "a").field("temp", 22.0);
+    b.row(3).tag("device", "a").field("temp", "hot");
+    b.row(4).tag("device", "a").field("temp", 23.0);
+    let out = db.write("fleet", &b).unwrap();
+    assert_eq!(out.rows_written, 2);
+    assert_eq!(out.rejected.len(), 1);
+    let e = &out.rejected[0];
+    assert_eq!(e.row, 1);
+    assert_eq!(e.column.as_deref(), Some("temp"));
+    for part in [
+        "`fleet`",
+        "`readings`",
+        "`temp`",
+        "float field",
+        "string field",
+    ] {
+        assert!(e.message.contains(part), "{part} missing in {}", e.message);
+    }
+    let n: usize = collect(&db, &ScanRequest::new("fleet", "readings"))
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn bad_names_and_unknown_tables_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut b = WriteBatch::new("m");
+    b.row(1).field("v", 1.0);
+    let err = db.write("bad name", &b).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidName {
+                what: "database",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut b = WriteBatch::new("m");
+    b.row(1).field("time", 1.0);
+    b.row(2).field("ok", 1.0);
+    let out = db.write("db", &b).unwrap();
+    assert_eq!(out.rows_written, 1);
+    assert!(
+        out.rejected[0].message.contains("timestamp column"),
+        "{}",
+        out.rejected[0].message
+    );
+    let err = db.scan(&ScanRequest::new("db", "nope")).unwrap_err();
+    assert!(
+        err.to_string().contains("table \"db.nope\" not found"),
+        "{err}"
+    );
+    let err = db
+        .scan(&ScanRequest::new("db", "m").project(["zzz"]))
+        .unwrap_err();
+    assert!(err.to_string().contains("zzz"), "{err}");
+}
+
+#[test]
+fn scans_split_large_series_into_bounded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(
+        dir.path(),
+        Options {
+            scan_batch_rows: 1000,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let mut b = WriteBatch::new("m");
+    for i in 0..4500 {
+        b.row(i).tag("device", "a").field("v", i as f64);
+    }
+    db.write("db", &b).unwrap();
+    db.flush().unwrap();
+    let batches = collect(&db, &ScanRequest::new("db", "m"));
+    assert_eq!(
+        batches
+            .iter()
+            .map(RecordBatch::num_rows)
+            .collect::<Vec<_>>(),
+        vec![1000, 1000, 1000, 1000, 500]
+    );
+}
+
+#[test]
+fn partitions_split_segments_by_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let day = 86_400_000_000_000i64;
+    let mut b = WriteBatch::new("m");
+    b.row(0).field("v", 1.0);
+    b.row(day + 1).field("v", 2.0);
+    b.row(-1).field("v", 0.5);
+    db.write("db", &b).unwrap();
+    db.flush().unwrap();
+    assert_eq!(db.stats().segments, 3);
+    let n: usize = collect(&db, &ScanRequest::new("db", "m").time_range(0, day))
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(n, 1);
+}
