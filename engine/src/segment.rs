@@ -343,18 +343,7 @@ impl SegmentReader {
                 format!("file is {len} bytes, too short for a segment"),
             ));
         }
-        if map.get(..8) != Some(&format::MAGIC[..]) {
-            return Err(corrupt(0, "not a Telemark segment file (bad magic)".into()));
-        }
-        let version = u16::from_le_bytes([map[8], map[9]]);
-        if version > format::VERSION || version < format::OLDEST_VERSION {
-            return Err(Error::UnsupportedVersion {
-                file: path.to_path_buf(),
-                format: "segment",
-                found: version,
-                supported: format::VERSION,
-            });
-        }
+        format::check_header(path, &map)?;
         let tpos = len - TRAILER_LEN;
         let mut t = Reader::new(&map[tpos..]);
         let trailer_err =

@@ -235,21 +235,23 @@ fn scan_file(
             at_tail: true,
         });
     }
-    if data.get(..8) != Some(&format::MAGIC[..]) {
+    if data.iter().all(|b| *b == 0) {
+        // Allocated but never written (power loss right after the file was created).
         return Ok(FileEnd::Damaged {
             offset: 0,
-            detail: "not a Telemark WAL file (bad magic)".into(),
-            at_tail: false,
+            detail: format!("file holds only {} zero bytes", data.len()),
+            at_tail: true,
         });
     }
-    let version = u16::from_le_bytes([data[8], data[9]]);
-    if version > format::VERSION || version < format::OLDEST_VERSION {
-        return Err(Error::UnsupportedVersion {
-            file: path.to_path_buf(),
-            format: "WAL",
-            found: version,
-            supported: format::VERSION,
-        });
+    if let Err(e) = format::check_header(path, data) {
+        return match e {
+            Error::Corruption { offset, detail, .. } => Ok(FileEnd::Damaged {
+                offset,
+                detail,
+                at_tail: false,
+            }),
+            other => Err(other),
+        };
     }
     let mut pos = HEADER_LEN;
     while pos < data.len() {
@@ -455,6 +457,8 @@ mod tests {
         let (_, path) = make_log(dir.path(), 1);
         let mut data = std::fs::read(&path).unwrap();
         data[8] = 9;
+        let crc = crc32c::crc32c(&data[..12]);
+        data[12..16].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &data).unwrap();
         let msg = replay_all(dir.path()).unwrap_err().to_string();
         assert!(msg.contains("version 9 is newer"), "{msg}");

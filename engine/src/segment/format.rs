@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! file    = header chunk* footer trailer
-//! header  = magic "TMKSEG\0\0" (8) | version u16 | reserved [u8; 6]
+//! header  = magic "TMKSEG\0\0" (8) | version u16 | reserved u16 | crc32c(previous 12 bytes) u32
 //! chunk   = codec u8 | flags u8 | reserved u16 | rows u32 | values u32 | payload_len u32
 //!           | min_time i64 | max_time i64 | min_value [u8; 8] | max_value [u8; 8]
 //!           | [validity bitmap ⌈rows/8⌉ bytes, if flags & 1] | payload | crc32c u32
@@ -35,7 +35,47 @@ pub(crate) fn header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(&MAGIC);
     h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..12]);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Checks a file header: magic, checksum, then version (in that order, so a
+/// damaged version byte reads as damage, not as a newer format).
+pub(crate) fn check_header(path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
+    if data.get(..8) != Some(&MAGIC[..]) {
+        return Err(crate::Error::corruption(
+            path,
+            0,
+            "bad magic: not a Telemark segment file",
+        ));
+    }
+    let Some(h) = data.get(..HEADER_LEN) else {
+        return Err(crate::Error::corruption(
+            path,
+            0,
+            "file header is incomplete",
+        ));
+    };
+    let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    let actual = crc32c::crc32c(&h[..12]);
+    if stored != actual {
+        return Err(crate::Error::corruption(
+            path,
+            12,
+            format!("header checksum mismatch (expected {stored:#010x}, found {actual:#010x})"),
+        ));
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version > VERSION || version < OLDEST_VERSION {
+        return Err(crate::Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            format: "segment",
+            found: version,
+            supported: VERSION,
+        });
+    }
+    Ok(())
 }
 
 /// The fixed part of a chunk.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! file   = header record*
-//! header = magic "TMKWAL\0\0" (8) | version u16 | reserved [u8; 6] (zero)
+//! header = magic "TMKWAL\0\0" (8) | version u16 | reserved u16 | crc32c(previous 12 bytes) u32 (zero)
 //! record = payload_len u32 | crc32c(payload) u32 | payload
 //! payload (kind 1, write) =
 //!     kind u8 = 1 | seq u64 | database str | table str | rows varint
@@ -36,7 +36,47 @@ pub(crate) fn header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(&MAGIC);
     h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..12]);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Checks a file header: magic, checksum, then version (in that order, so a
+/// damaged version byte reads as damage, not as a newer format).
+pub(crate) fn check_header(path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
+    if data.get(..8) != Some(&MAGIC[..]) {
+        return Err(crate::Error::corruption(
+            path,
+            0,
+            "bad magic: not a Telemark WAL file",
+        ));
+    }
+    let Some(h) = data.get(..HEADER_LEN) else {
+        return Err(crate::Error::corruption(
+            path,
+            0,
+            "file header is incomplete",
+        ));
+    };
+    let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    let actual = crc32c::crc32c(&h[..12]);
+    if stored != actual {
+        return Err(crate::Error::corruption(
+            path,
+            12,
+            format!("header checksum mismatch (expected {stored:#010x}, found {actual:#010x})"),
+        ));
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version > VERSION || version < OLDEST_VERSION {
+        return Err(crate::Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            format: "WAL",
+            found: version,
+            supported: VERSION,
+        });
+    }
+    Ok(())
 }
 
 /// Rows of one table, validated and ready to log and apply.
