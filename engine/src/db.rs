@@ -162,6 +162,7 @@ impl Database {
             }
         }
 
+        remove_orphan_segments(backend.as_ref(), &segment_dir, &manifest)?;
         let flushed = manifest.flushed_seq;
         let replay = crate::wal::replay(&wal_dir, &backend, ReplayMode::Strict, |seq, mut w| {
             if seq <= flushed {
@@ -840,6 +841,29 @@ impl Inner {
         plan.series = series.into_iter().collect();
         Ok(ScanStream::new(plan))
     }
+}
+
+/// Deletes segment files the manifest does not list: leftovers of a flush
+/// that crashed before its manifest was stored. Their rows are still in the WAL.
+fn remove_orphan_segments(backend: &dyn crate::fs::FileBackend, dir: &Path, manifest: &Manifest) -> Result<()> {
+    let known: std::collections::HashSet<String> = manifest
+        .databases
+        .values()
+        .flat_map(|d| d.tables.values())
+        .flat_map(|t| t.segments.iter())
+        .map(|s| SegmentEntry::file_name(s.id))
+        .collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let ours = name.ends_with(".tms") || name.ends_with(".tmp");
+        if ours && !known.contains(&name) {
+            tracing::info!(file = %entry.path().display(), "removing a segment file left by an interrupted flush");
+            crate::fs::remove_durable(backend, &entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn split_by_partition(data: &SeriesData, options: &Options) -> Vec<(i64, SeriesData)> {
