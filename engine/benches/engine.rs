@@ -8,7 +8,15 @@ use std::cell::Cell;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use telemark_engine::{Database, Options, ScanRequest, WriteBatch};
 
-const FIELDS: [&str; 7] = ["latitude", "longitude", "elevation", "velocity", "heading", "grade", "fuel_consumption"];
+const FIELDS: [&str; 7] = [
+    "latitude",
+    "longitude",
+    "elevation",
+    "velocity",
+    "heading",
+    "grade",
+    "fuel_consumption",
+];
 
 /// `rows` rows spread over `devices` trucks, 10 s apart, with 7 decimal fields each.
 fn fleet_batch(start: i64, rows: usize, devices: usize) -> WriteBatch {
@@ -17,7 +25,10 @@ fn fleet_batch(start: i64, rows: usize, devices: usize) -> WriteBatch {
         let device = r % devices;
         let step = (r / devices) as i64;
         let x = (step as f64 * 0.1 + device as f64).sin();
-        let mut w = b.row(start + step * 10_000_000_000).tag("name", format!("truck-{device}")).tag("fleet", ["North", "South"][device % 2]);
+        let mut w = b
+            .row(start + step * 10_000_000_000)
+            .tag("name", format!("truck-{device}"))
+            .tag("fleet", ["North", "South"][device % 2]);
         for (i, f) in FIELDS.iter().enumerate() {
             w = w.field(f, ((x * (i + 1) as f64 + 50.0) * 100.0).round() / 100.0);
         }
@@ -49,12 +60,28 @@ fn writes(c: &mut Criterion) {
 
 fn scans(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open(dir.path(), Options { background_flush: false, ..Options::default() }).expect("open");
+    let db = Database::open(
+        dir.path(),
+        Options {
+            background_flush: false,
+            ..Options::default()
+        },
+    )
+    .expect("open");
     let devices = 100;
     let rows_per_batch = 100_000;
     let batches = 10; // 1 M rows, 10 k per device
     for i in 0..batches {
-        let _ = db.write("bench", &fleet_batch(i * (rows_per_batch / devices) as i64 * 10_000_000_000, rows_per_batch, devices)).expect("write");
+        let _ = db
+            .write(
+                "bench",
+                &fleet_batch(
+                    i * (rows_per_batch / devices) as i64 * 10_000_000_000,
+                    rows_per_batch,
+                    devices,
+                ),
+            )
+            .expect("write");
     }
     db.flush().expect("flush");
     let total_rows = (rows_per_batch * batches as usize) as u64;
@@ -63,16 +90,27 @@ fn scans(c: &mut Criterion) {
     g.throughput(Throughput::Elements(total_rows * FIELDS.len() as u64));
     g.bench_function("1M_rows_7_float_fields_all_series", |b| {
         b.iter(|| {
-            let req = ScanRequest::new("bench", "readings").project(std::iter::once("time").chain(FIELDS));
-            let n: usize = db.scan(&req).expect("scan").map(|b| b.expect("batch").num_rows()).sum();
+            let req = ScanRequest::new("bench", "readings")
+                .project(std::iter::once("time").chain(FIELDS));
+            let n: usize = db
+                .scan(&req)
+                .expect("scan")
+                .map(|b| b.expect("batch").num_rows())
+                .sum();
             assert_eq!(n as u64, total_rows);
         })
     });
     g.throughput(Throughput::Elements(total_rows / devices as u64));
     g.bench_function("one_series_of_100_by_tag_one_field", |b| {
         b.iter(|| {
-            let req = ScanRequest::new("bench", "readings").filter_tag("name", ["truck-42"]).project(["time", "velocity"]);
-            let n: usize = db.scan(&req).expect("scan").map(|b| b.expect("batch").num_rows()).sum();
+            let req = ScanRequest::new("bench", "readings")
+                .filter_tag("name", ["truck-42"])
+                .project(["time", "velocity"]);
+            let n: usize = db
+                .scan(&req)
+                .expect("scan")
+                .map(|b| b.expect("batch").num_rows())
+                .sum();
             assert_eq!(n as u64, total_rows / devices as u64);
         })
     });

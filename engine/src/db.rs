@@ -845,7 +845,11 @@ impl Inner {
 
 /// Deletes segment files the manifest does not list: leftovers of a flush
 /// that crashed before its manifest was stored. Their rows are still in the WAL.
-fn remove_orphan_segments(backend: &dyn crate::fs::FileBackend, dir: &Path, manifest: &Manifest) -> Result<()> {
+fn remove_orphan_segments(
+    backend: &dyn crate::fs::FileBackend,
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<()> {
     let known: std::collections::HashSet<String> = manifest
         .databases
         .values()

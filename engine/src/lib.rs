@@ -75,6 +75,7 @@ pub use wal::TornTail;
 /// Each takes arbitrary bytes and must return without panicking.
 #[doc(hidden)]
 pub mod fuzz {
+    #![allow(missing_docs)]
     /// Decodes arbitrary bytes as a WAL file.
     pub fn wal_file(data: &[u8]) {
         let Ok(dir) = tempfile_dir() else { return };
@@ -126,6 +127,21 @@ pub mod fuzz {
             let _ = seg.read_series(id, &wanted, cols.len(), crate::segment::TimeRange::ALL);
         }
         let _ = seg.matching_series(&[("a".into(), vec!["b".into()])]);
+    }
+
+    /// Decodes arbitrary bytes with every codec. The first two bytes choose the value count.
+    pub fn codecs(data: &[u8]) {
+        use crate::codec::*;
+        let (count, rest) = match data {
+            [a, b, rest @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), rest),
+            _ => (0, data),
+        };
+        let _ = decode_timestamps(rest, count, &mut Vec::new());
+        let _ = decode_f64(rest, count, &mut Vec::new());
+        let _ = decode_i64(rest, count, &mut Vec::new());
+        let _ = decode_u64(rest, count, &mut Vec::new());
+        let _ = decode_bool(rest, count, &mut Vec::new());
+        let _ = decode_strings(rest, count, &mut Vec::new());
     }
 
     fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {

@@ -251,11 +251,22 @@ fn segment_files_left_by_an_interrupted_flush_are_cleaned_up() {
         db.write("db", &b).unwrap();
     }
     // What a crash between writing segment 1 and storing the manifest leaves.
-    std::fs::write(dir.path().join("segments/00000000000000000001.tmp"), b"partial").unwrap();
-    std::fs::write(dir.path().join("segments/00000000000000000001.tms"), b"unreferenced").unwrap();
+    std::fs::write(
+        dir.path().join("segments/00000000000000000001.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("segments/00000000000000000001.tms"),
+        b"unreferenced",
+    )
+    .unwrap();
     let db = Database::open(dir.path(), opts()).unwrap();
     db.flush().unwrap();
     drop(db);
     let db = Database::open(dir.path(), opts()).unwrap();
-    assert_eq!(rows(&db, ScanRequest::new("db", "m")), vec![(Some("a".into()), 1, Some(1.0))]);
+    assert_eq!(
+        rows(&db, ScanRequest::new("db", "m")),
+        vec![(Some("a".into()), 1, Some(1.0))]
+    );
 }
