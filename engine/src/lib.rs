@@ -44,6 +44,11 @@
 //! # }
 //! ```
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 mod batch;
 mod buffer;
 mod bytes;
