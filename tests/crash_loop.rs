@@ -3,6 +3,8 @@
 //! and check that every acknowledged point is there exactly once and that no
 //! batch appears half-written.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -20,14 +22,8 @@ fn rows_of(k: i64) -> i64 {
 
 #[test]
 fn sigkill_loop_loses_no_acknowledged_write() {
-    let rounds: u64 = std::env::var("TELEMARK_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25);
-    let seed: u64 = std::env::var("TELEMARK_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
+    let rounds: u64 = std::env::var("TELEMARK_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
+    let seed: u64 = std::env::var("TELEMARK_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("crash loop: {rounds} rounds, seed {seed} (set TELEMARK_CRASH_SEED to replay)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -49,10 +45,7 @@ fn sigkill_loop_loses_no_acknowledged_write() {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(k) = line
-                        .strip_prefix("ACK ")
-                        .and_then(|k| k.parse::<i64>().ok())
-                    {
+                    if let Some(k) = line.strip_prefix("ACK ").and_then(|k| k.parse::<i64>().ok()) {
                         seen.lock().unwrap().push(k);
                     }
                 }
@@ -66,10 +59,7 @@ fn sigkill_loop_loses_no_acknowledged_write() {
                 std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
                 panic!("round {round}: writer exited early with {status}: {err}");
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "round {round}: writer acknowledged nothing in 60 s"
-            );
+            assert!(started.elapsed() < Duration::from_secs(60), "round {round}: writer acknowledged nothing in 60 s");
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
@@ -79,14 +69,9 @@ fn sigkill_loop_loses_no_acknowledged_write() {
         let this_round = seen.lock().unwrap().clone();
         acked.extend(this_round.iter().copied());
 
-        let (db, report) = Database::open_with_report(
-            dir.path(),
-            Options {
-                background_flush: false,
-                ..Options::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let (db, report) =
+            Database::open_with_report(dir.path(), Options { background_flush: false, ..Options::default() })
+                .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         if report.torn_tail.is_some() {
             total_torn += 1;
         }
@@ -105,9 +90,7 @@ fn sigkill_loop_loses_no_acknowledged_write() {
 fn check(db: &Database, acked: &BTreeSet<i64>, round: u64) {
     // batch -> rows seen (i values)
     let mut found: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    let stream = db
-        .scan(&ScanRequest::new("crashdb", "crash").project(["time", "writer", "k", "i", "x"]))
-        .unwrap();
+    let stream = db.scan(&ScanRequest::new("crashdb", "crash").project(["time", "writer", "k", "i", "x"])).unwrap();
     for b in stream {
         let b = b.unwrap_or_else(|e| panic!("round {round}: scan failed: {e}"));
         let t = b.column(0).as_primitive::<TimestampNanosecondType>();
@@ -117,29 +100,14 @@ fn check(db: &Database, acked: &BTreeSet<i64>, round: u64) {
         let x = b.column(4).as_primitive::<Float64Type>();
         for r in 0..b.num_rows() {
             let (kk, ii) = (k.value(r), i.value(r));
-            assert_eq!(
-                t.value(r),
-                kk * 1000 + ii,
-                "round {round}: time of batch {kk} row {ii}"
-            );
-            assert_eq!(
-                w.value(r),
-                (kk % 3).to_string(),
-                "round {round}: series of batch {kk}"
-            );
-            assert_eq!(
-                x.value(r),
-                kk as f64 + ii as f64 / 1000.0,
-                "round {round}: value of batch {kk} row {ii}"
-            );
+            assert_eq!(t.value(r), kk * 1000 + ii, "round {round}: time of batch {kk} row {ii}");
+            assert_eq!(w.value(r), (kk % 3).to_string(), "round {round}: series of batch {kk}");
+            assert_eq!(x.value(r), kk as f64 + ii as f64 / 1000.0, "round {round}: value of batch {kk} row {ii}");
             found.entry(kk).or_default().push(ii);
         }
     }
     for k in acked {
-        assert!(
-            found.contains_key(k),
-            "round {round}: acknowledged batch {k} is missing"
-        );
+        assert!(found.contains_key(k), "round {round}: acknowledged batch {k} is missing");
     }
     for (k, mut rows) in found {
         rows.sort_unstable();

@@ -2,6 +2,8 @@
 //! columns, type conflicts), flushes and reopens run against the engine and
 //! against a plain in-memory model; every scan must agree.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+
 use std::collections::BTreeMap;
 
 use arrow_array::cast::AsArray;
@@ -47,16 +49,13 @@ fn field() -> impl Strategy<Value = (String, FieldValue)> {
 }
 
 fn row() -> impl Strategy<Value = Row> {
-    (
-        prop::option::weighted(0.9, 0u8..4),
-        -5i64..40,
-        prop::collection::vec(field(), 1..4),
-    )
-        .prop_map(|(device, t, fields)| Row {
+    (prop::option::weighted(0.9, 0u8..4), -5i64..40, prop::collection::vec(field(), 1..4)).prop_map(
+        |(device, t, fields)| Row {
             device,
             time: t * 1_000_000_000 * 3600 * 7, // spreads rows over several daily partitions
             fields,
-        })
+        },
+    )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -112,10 +111,7 @@ impl Model {
         }
         let n = accepted.len();
         for (r, vals) in accepted {
-            self.rows
-                .entry((r.device, r.time))
-                .or_default()
-                .extend(vals);
+            self.rows.entry((r.device, r.time)).or_default().extend(vals);
         }
         n
     }
@@ -143,10 +139,7 @@ fn scan(db: &Database, req: ScanRequest) -> BTreeMap<Key, BTreeMap<String, V>> {
     for b in stream {
         let b: RecordBatch = b.unwrap();
         let schema = b.schema();
-        let t = b
-            .column_by_name("time")
-            .unwrap()
-            .as_primitive::<TimestampNanosecondType>();
+        let t = b.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>();
         for r in 0..b.num_rows() {
             let mut device = None;
             let mut vals = BTreeMap::new();
@@ -160,9 +153,7 @@ fn scan(db: &Database, req: ScanRequest) -> BTreeMap<Key, BTreeMap<String, V>> {
                     continue;
                 }
                 let v = match c.data_type() {
-                    arrow_schema::DataType::Float64 => {
-                        V::F(c.as_primitive::<Float64Type>().value(r).to_bits())
-                    }
+                    arrow_schema::DataType::Float64 => V::F(c.as_primitive::<Float64Type>().value(r).to_bits()),
                     arrow_schema::DataType::Int64 => V::I(c.as_primitive::<Int64Type>().value(r)),
                     arrow_schema::DataType::UInt64 => V::U(c.as_primitive::<UInt64Type>().value(r)),
                     arrow_schema::DataType::Boolean => V::B(c.as_boolean().value(r)),
@@ -172,11 +163,7 @@ fn scan(db: &Database, req: ScanRequest) -> BTreeMap<Key, BTreeMap<String, V>> {
                 vals.insert(f.name().clone(), v);
             }
             let prev = out.insert((device, t.value(r)), vals);
-            assert!(
-                prev.is_none(),
-                "row {:?} returned twice",
-                (device, t.value(r))
-            );
+            assert!(prev.is_none(), "row {:?} returned twice", (device, t.value(r)));
         }
     }
     out
@@ -184,10 +171,7 @@ fn scan(db: &Database, req: ScanRequest) -> BTreeMap<Key, BTreeMap<String, V>> {
 
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let options = || Options {
-        background_flush: false,
-        ..Options::default()
-    };
+    let options = || Options { background_flush: false, ..Options::default() };
     let mut db = Some(Database::open(dir.path(), options()).unwrap());
     let mut model = Model::default();
     for op in &ops {
@@ -196,11 +180,7 @@ fn run(ops: Vec<Op>) {
             Op::Write(rows) => {
                 let out = d.write("model", &batch(rows)).unwrap();
                 let expected = model.write(rows);
-                assert_eq!(
-                    out.rows_written, expected,
-                    "rows written; rejected: {:?}",
-                    out.rejected
-                );
+                assert_eq!(out.rows_written, expected, "rows written; rejected: {:?}", out.rejected);
             }
             Op::Flush => d.flush().unwrap(),
             Op::Reopen { close } => {
@@ -214,11 +194,7 @@ fn run(ops: Vec<Op>) {
             }
         }
         let d = db.as_ref().unwrap();
-        assert_eq!(
-            scan(d, ScanRequest::new("model", "m")),
-            model.rows,
-            "full scan after {op:?}"
-        );
+        assert_eq!(scan(d, ScanRequest::new("model", "m")), model.rows, "full scan after {op:?}");
     }
     // Filtered scans agree with the filtered model.
     let d = db.as_ref().unwrap();
@@ -230,12 +206,7 @@ fn run(ops: Vec<Op>) {
         .filter(|((dev, t), _)| (*dev == Some(1) || *dev == Some(2)) && *t >= lo && *t < hi)
         .map(|(k, v)| (*k, v.clone()))
         .collect();
-    let got = scan(
-        d,
-        ScanRequest::new("model", "m")
-            .time_range(lo, hi)
-            .filter_tag("device", ["d1", "d2"]),
-    );
+    let got = scan(d, ScanRequest::new("model", "m").time_range(lo, hi).filter_tag("device", ["d1", "d2"]));
     assert_eq!(got, expect, "filtered scan");
 }
 

@@ -3,20 +3,14 @@
 //!
 //! Run: `cargo bench -p telemark-engine --bench engine`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+
 use std::cell::Cell;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use telemark_engine::{Database, Options, ScanRequest, WriteBatch};
 
-const FIELDS: [&str; 7] = [
-    "latitude",
-    "longitude",
-    "elevation",
-    "velocity",
-    "heading",
-    "grade",
-    "fuel_consumption",
-];
+const FIELDS: [&str; 7] = ["latitude", "longitude", "elevation", "velocity", "heading", "grade", "fuel_consumption"];
 
 /// `rows` rows spread over `devices` trucks, 10 s apart, with 7 decimal fields each.
 fn fleet_batch(start: i64, rows: usize, devices: usize) -> WriteBatch {
@@ -60,14 +54,7 @@ fn writes(c: &mut Criterion) {
 
 fn scans(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open(
-        dir.path(),
-        Options {
-            background_flush: false,
-            ..Options::default()
-        },
-    )
-    .expect("open");
+    let db = Database::open(dir.path(), Options { background_flush: false, ..Options::default() }).expect("open");
     let devices = 100;
     let rows_per_batch = 100_000;
     let batches = 10; // 1 M rows, 10 k per device
@@ -75,11 +62,7 @@ fn scans(c: &mut Criterion) {
         let _ = db
             .write(
                 "bench",
-                &fleet_batch(
-                    i * (rows_per_batch / devices) as i64 * 10_000_000_000,
-                    rows_per_batch,
-                    devices,
-                ),
+                &fleet_batch(i * (rows_per_batch / devices) as i64 * 10_000_000_000, rows_per_batch, devices),
             )
             .expect("write");
     }
@@ -90,27 +73,17 @@ fn scans(c: &mut Criterion) {
     g.throughput(Throughput::Elements(total_rows * FIELDS.len() as u64));
     g.bench_function("1M_rows_7_float_fields_all_series", |b| {
         b.iter(|| {
-            let req = ScanRequest::new("bench", "readings")
-                .project(std::iter::once("time").chain(FIELDS));
-            let n: usize = db
-                .scan(&req)
-                .expect("scan")
-                .map(|b| b.expect("batch").num_rows())
-                .sum();
+            let req = ScanRequest::new("bench", "readings").project(std::iter::once("time").chain(FIELDS));
+            let n: usize = db.scan(&req).expect("scan").map(|b| b.expect("batch").num_rows()).sum();
             assert_eq!(n as u64, total_rows);
         })
     });
     g.throughput(Throughput::Elements(total_rows / devices as u64));
     g.bench_function("one_series_of_100_by_tag_one_field", |b| {
         b.iter(|| {
-            let req = ScanRequest::new("bench", "readings")
-                .filter_tag("name", ["truck-42"])
-                .project(["time", "velocity"]);
-            let n: usize = db
-                .scan(&req)
-                .expect("scan")
-                .map(|b| b.expect("batch").num_rows())
-                .sum();
+            let req =
+                ScanRequest::new("bench", "readings").filter_tag("name", ["truck-42"]).project(["time", "velocity"]);
+            let n: usize = db.scan(&req).expect("scan").map(|b| b.expect("batch").num_rows()).sum();
             assert_eq!(n as u64, total_rows / devices as u64);
         })
     });

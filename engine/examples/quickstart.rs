@@ -5,6 +5,8 @@
 //! Run it with `cargo run --release -p telemark-engine --example quickstart`
 //! (a data directory can be passed as the first argument).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+
 use std::time::Instant;
 
 use arrow_array::cast::AsArray;
@@ -12,14 +14,9 @@ use arrow_array::types::Float64Type;
 use telemark_engine::{Database, Options, ScanRequest, WriteBatch};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "telemark-data".to_string());
+    let dir = std::env::args().nth(1).unwrap_or_else(|| "telemark-data".to_string());
     let (db, report) = Database::open_with_report(&dir, Options::default())?;
-    println!(
-        "opened {dir}: {} segments, {} WAL records replayed",
-        report.segments, report.wal_records_replayed
-    );
+    println!("opened {dir}: {} segments, {} WAL records replayed", report.segments, report.wal_records_replayed);
 
     // One hour of 10-second readings from 100 trucks, starting at a fixed instant
     // plus the segments already present, so every run adds new data.
@@ -38,14 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .tag("fleet", ["North", "South", "East", "West"][truck % 4])
                 .field("latitude", ((45.0 + phase.sin()) * 1e5).round() / 1e5)
                 .field("longitude", ((7.0 + phase.cos()) * 1e5).round() / 1e5)
-                .field(
-                    "velocity",
-                    ((40.0 + 20.0 * (phase * 3.0).sin()) * 10.0).round() / 10.0,
-                )
-                .field(
-                    "fuel_state",
-                    ((1.0 - step as f64 / 720.0) * 100.0).round() / 100.0,
-                );
+                .field("velocity", ((40.0 + 20.0 * (phase * 3.0).sin()) * 10.0).round() / 10.0)
+                .field("fuel_state", ((1.0 - step as f64 / 720.0) * 100.0).round() / 100.0);
         }
         rows += db.write("fleet", &batch)?.rows_written;
     }
@@ -57,10 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     db.flush()?;
     let stats = db.stats();
-    println!(
-        "flushed: {} segments, {} bytes for {} rows",
-        stats.segments, stats.segment_bytes, stats.segment_rows
-    );
+    println!("flushed: {} segments, {} bytes for {} rows", stats.segments, stats.segment_bytes, stats.segment_rows);
 
     let request = ScanRequest::new("fleet", "readings")
         .filter_tag("name", ["truck-7"])
@@ -74,10 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n += batch.num_rows();
         sum += v.iter().flatten().sum::<f64>();
     }
-    println!(
-        "truck-7, first 10 minutes: {n} readings, mean velocity {:.1}",
-        sum / n.max(1) as f64
-    );
+    println!("truck-7, first 10 minutes: {n} readings, mean velocity {:.1}", sum / n.max(1) as f64);
     db.close()?;
     Ok(())
 }

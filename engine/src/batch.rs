@@ -171,16 +171,6 @@ impl Values {
             _ => 8,
         }
     }
-
-    pub(crate) fn value(&self, i: usize) -> Option<FieldValue> {
-        Some(match self {
-            Values::F64(v) => FieldValue::F64(*v.get(i)?),
-            Values::I64(v) => FieldValue::I64(*v.get(i)?),
-            Values::U64(v) => FieldValue::U64(*v.get(i)?),
-            Values::Bool(v) => FieldValue::Bool(*v.get(i)?),
-            Values::Str(v) => FieldValue::Str(v.get(i)?.clone()),
-        })
-    }
 }
 
 /// A column of values with a validity mask (`valid[i]` false = null).
@@ -192,17 +182,11 @@ pub(crate) struct Column {
 
 impl Column {
     pub(crate) fn new(t: FieldType) -> Self {
-        Column {
-            values: Values::new(t),
-            valid: Vec::new(),
-        }
+        Column { values: Values::new(t), valid: Vec::new() }
     }
 
     pub(crate) fn with_capacity(t: FieldType, n: usize) -> Self {
-        Column {
-            values: Values::with_capacity(t, n),
-            valid: Vec::with_capacity(n),
-        }
+        Column { values: Values::with_capacity(t, n), valid: Vec::with_capacity(n) }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -339,11 +323,7 @@ impl WriteBatch {
             None => {
                 let mut data = Column::new(kind.value_type());
                 data.pad_to(row);
-                self.columns.push(BatchColumn {
-                    name: name.to_string(),
-                    kind,
-                    data,
-                });
+                self.columns.push(BatchColumn { name: name.to_string(), kind, data });
                 self.index.insert(name.to_string(), self.columns.len() - 1);
                 self.columns.len() - 1
             }
@@ -352,20 +332,15 @@ impl WriteBatch {
             return;
         };
         if col.kind != kind {
-            self.conflicts.push(BatchConflict {
-                row,
-                column: name.to_string(),
-                first: col.kind,
-                offered: kind,
-            });
+            self.conflicts.push(BatchConflict { row, column: name.to_string(), first: col.kind, offered: kind });
             return;
         }
         if col.data.len() == row + 1 {
             // The same column set twice in one row: the later value wins.
-            if col.data.values.set_value(row, value) {
-                if let Some(v) = col.data.valid.get_mut(row) {
-                    *v = true;
-                }
+            if col.data.values.set_value(row, value)
+                && let Some(v) = col.data.valid.get_mut(row)
+            {
+                *v = true;
             }
             return;
         }
@@ -378,6 +353,7 @@ impl WriteBatch {
     }
 
     /// Pads every column to the batch length.
+    #[cfg(test)]
     pub(crate) fn pad_columns(&mut self) {
         let n = self.times.len();
         for c in &mut self.columns {
@@ -397,8 +373,7 @@ impl RowWriter<'_> {
     pub fn tag(self, name: &str, value: impl Into<String>) -> Self {
         let value = value.into();
         if !value.is_empty() {
-            self.batch
-                .set(name, ColumnKind::Tag, FieldValue::Str(value));
+            self.batch.set(name, ColumnKind::Tag, FieldValue::Str(value));
         }
         self
     }

@@ -43,10 +43,7 @@ impl WriteBuffer {
     /// Adds the rows of a logged write. `schema` is the table's schema, which
     /// already holds every column of `write`.
     pub(crate) fn apply(&mut self, seq: u64, write: &TableWrite, schema: &TableSchema) {
-        let table = self
-            .tables
-            .entry((write.database.clone(), write.table.clone()))
-            .or_default();
+        let table = self.tables.entry((write.database.clone(), write.table.clone())).or_default();
         let mut tag_cols = Vec::new();
         let mut field_cols = Vec::new();
         for c in &write.columns {
@@ -69,9 +66,7 @@ impl WriteBuffer {
                     .iter()
                     .filter(|c| c.data.is_valid(row))
                     .filter_map(|c| match &c.data.values {
-                        crate::batch::Values::Str(v) => {
-                            v.get(row).map(|s| (c.name.clone(), s.clone()))
-                        }
+                        crate::batch::Values::Str(v) => v.get(row).map(|s| (c.name.clone(), s.clone())),
                         _ => None,
                     })
                     .collect(),
@@ -130,17 +125,13 @@ impl WriteBuffer {
             if !filter(key) {
                 continue;
             }
-            let rows: Vec<usize> = (0..s.data.times.len())
-                .filter(|&i| s.data.times.get(i).is_some_and(|t| range.contains(*t)))
-                .collect();
+            let rows: Vec<usize> =
+                (0..s.data.times.len()).filter(|&i| s.data.times.get(i).is_some_and(|t| range.contains(*t))).collect();
             if rows.is_empty() {
                 continue;
             }
             let mut data = SeriesData {
-                times: rows
-                    .iter()
-                    .filter_map(|&i| s.data.times.get(i).copied())
-                    .collect(),
+                times: rows.iter().filter_map(|&i| s.data.times.get(i).copied()).collect(),
                 columns: vec![None; width],
             };
             for &id in wanted {
@@ -161,16 +152,7 @@ impl WriteBuffer {
     }
 
     /// The raw rows of one series (all columns), for flushing.
-    pub(crate) fn series_data(
-        &self,
-        database: &str,
-        table: &str,
-        key: &SeriesKey,
-    ) -> Option<&SeriesData> {
-        self.tables
-            .get(&(database.to_string(), table.to_string()))?
-            .series
-            .get(key)
-            .map(|s| &s.data)
+    pub(crate) fn series_data(&self, database: &str, table: &str, key: &SeriesKey) -> Option<&SeriesData> {
+        self.tables.get(&(database.to_string(), table.to_string()))?.series.get(key).map(|s| &s.data)
     }
 }

@@ -72,10 +72,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn error(&self, detail: impl Into<String>) -> ReadError {
-        ReadError {
-            offset: self.pos,
-            detail: detail.into(),
-        }
+        ReadError { offset: self.pos, detail: detail.into() }
     }
 
     pub(crate) fn take(&mut self, n: usize, what: &str) -> ReadResult<&'a [u8]> {
@@ -85,10 +82,7 @@ impl<'a> Reader<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            None => Err(self.error(format!(
-                "{what}: needs {n} bytes, {} left",
-                self.remaining()
-            ))),
+            None => Err(self.error(format!("{what}: needs {n} bytes, {} left", self.remaining()))),
         }
     }
 
@@ -125,10 +119,7 @@ impl<'a> Reader<'a> {
                 return Ok(v);
             }
         }
-        Err(ReadError {
-            offset: start,
-            detail: format!("{what}: varint longer than 10 bytes"),
-        })
+        Err(ReadError { offset: start, detail: format!("{what}: varint longer than 10 bytes") })
     }
 
     /// A varint that must fit in `usize` and be at most `max`.
@@ -138,20 +129,14 @@ impl<'a> Reader<'a> {
         usize::try_from(v)
             .ok()
             .filter(|&n| n <= max)
-            .ok_or(ReadError {
-                offset: start,
-                detail: format!("{what}: {v} is larger than the limit {max}"),
-            })
+            .ok_or(ReadError { offset: start, detail: format!("{what}: {v} is larger than the limit {max}") })
     }
 
     pub(crate) fn str(&mut self, what: &str) -> ReadResult<&'a str> {
         let n = self.len(self.remaining(), what)?;
         let at = self.pos;
         let bytes = self.take(n, what)?;
-        std::str::from_utf8(bytes).map_err(|e| ReadError {
-            offset: at,
-            detail: format!("{what}: invalid UTF-8: {e}"),
-        })
+        std::str::from_utf8(bytes).map_err(|e| ReadError { offset: at, detail: format!("{what}: invalid UTF-8: {e}") })
     }
 }
 

@@ -22,11 +22,7 @@ impl TryFrom<u8> for CodecId {
             5 => Self::BoolBitpack,
             6 => Self::StringDictZstd,
             _ => {
-                return Err(CodecError {
-                    codec: "?",
-                    offset: 0,
-                    reason: format!("unknown codec {v}"),
-                });
+                return Err(CodecError { codec: "?", offset: 0, reason: format!("unknown codec {v}") });
             }
         })
     }
@@ -44,11 +40,7 @@ pub struct CodecError {
     pub reason: String,
 }
 fn e() -> CodecError {
-    CodecError {
-        codec: "stub",
-        offset: 0,
-        reason: "short".into(),
-    }
+    CodecError { codec: "stub", offset: 0, reason: "short".into() }
 }
 pub fn encode_timestamps(v: &[i64], out: &mut Vec<u8>) {
     for x in v {

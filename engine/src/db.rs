@@ -144,18 +144,11 @@ impl Database {
         let mut state = State::default();
         for (db, entry) in &manifest.databases {
             for (table, t) in &entry.tables {
-                catalog
-                    .entry(db.clone())
-                    .or_default()
-                    .insert(table.clone(), t.schema.clone());
+                catalog.entry(db.clone()).or_default().insert(table.clone(), t.schema.clone());
                 let mut handles = Vec::with_capacity(t.segments.len());
                 for seg in &t.segments {
-                    let reader =
-                        SegmentReader::open(&segment_dir.join(SegmentEntry::file_name(seg.id)))?;
-                    handles.push(Arc::new(SegmentHandle {
-                        entry: seg.clone(),
-                        reader: Arc::new(reader),
-                    }));
+                    let reader = SegmentReader::open(&segment_dir.join(SegmentEntry::file_name(seg.id)))?;
+                    handles.push(Arc::new(SegmentHandle { entry: seg.clone(), reader: Arc::new(reader) }));
                 }
                 report.segments += handles.len();
                 state.segments.insert((db.clone(), table.clone()), handles);
@@ -220,13 +213,7 @@ impl Database {
         } else {
             None
         };
-        Ok((
-            Database {
-                inner,
-                flusher: Mutex::new(flusher),
-            },
-            report,
-        ))
+        Ok((Database { inner, flusher: Mutex::new(flusher) }, report))
     }
 
     /// Truncates the WAL of the database in `dir` at its first damaged record
@@ -236,12 +223,7 @@ impl Database {
     /// a backup of the directory was taken.
     pub fn repair_wal(dir: impl AsRef<Path>) -> Result<Option<TornTail>> {
         let backend: Backend = Arc::new(crate::fs::StdBackend);
-        let report = crate::wal::replay(
-            &dir.as_ref().join(WAL_DIR),
-            &backend,
-            ReplayMode::Repair,
-            |_, _| Ok(()),
-        )?;
+        let report = crate::wal::replay(&dir.as_ref().join(WAL_DIR), &backend, ReplayMode::Repair, |_, _| Ok(()))?;
         Ok(report.torn_tail)
     }
 
@@ -275,11 +257,7 @@ impl Database {
 
     /// Flushes, stops the background thread and closes the database.
     pub fn close(self) -> Result<()> {
-        let result = if self.inner.poisoned().is_none() {
-            self.inner.flush()
-        } else {
-            Ok(())
-        };
+        let result = if self.inner.poisoned().is_none() { self.inner.flush() } else { Ok(()) };
         self.stop();
         result
     }
@@ -299,10 +277,7 @@ impl Database {
 
     /// Names of the tables of a database.
     pub fn tables(&self, database: &str) -> Vec<String> {
-        read(&self.inner.catalog)
-            .get(database)
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default()
+        read(&self.inner.catalog).get(database).map(|t| t.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// The schema of a table.
@@ -320,8 +295,7 @@ impl Database {
         let state = read(&self.inner.state);
         let mut s = DatabaseStats {
             buffered_rows: state.active.rows + state.frozen.iter().map(|f| f.rows).sum::<usize>(),
-            buffered_bytes: state.active.bytes
-                + state.frozen.iter().map(|f| f.bytes).sum::<usize>(),
+            buffered_bytes: state.active.bytes + state.frozen.iter().map(|f| f.bytes).sum::<usize>(),
             ..Default::default()
         };
         for h in state.segments.values().flatten() {
@@ -351,11 +325,7 @@ fn resolve_replayed<'a>(
     catalog: &'a mut BTreeMap<String, BTreeMap<String, TableSchema>>,
     w: &mut TableWrite,
 ) -> &'a TableSchema {
-    let schema = catalog
-        .entry(w.database.clone())
-        .or_default()
-        .entry(w.table.clone())
-        .or_default();
+    let schema = catalog.entry(w.database.clone()).or_default().entry(w.table.clone()).or_default();
     w.columns.retain(|c| match schema.id_of(&c.name).and_then(|id| schema.column(id)) {
         Some(def) if def.kind == c.kind => true,
         Some(def) => {
@@ -401,37 +371,23 @@ impl Inner {
 
     /// Validates a batch against the catalog, adding new columns, and returns
     /// the accepted rows ready to log, plus the rejected ones.
-    fn prepare(
-        &self,
-        database: &str,
-        batch: &WriteBatch,
-    ) -> Result<(Option<TableWrite>, WriteOutcome)> {
+    fn prepare(&self, database: &str, batch: &WriteBatch) -> Result<(Option<TableWrite>, WriteOutcome)> {
         validate_database_name(database)?;
         validate_name("table", &batch.table)?;
         let n = batch.len();
         let mut errors: BTreeMap<usize, RowError> = BTreeMap::new();
         let mut reject = |row: usize, column: &str, message: String| {
-            errors.entry(row).or_insert(RowError {
-                row,
-                column: Some(column.to_string()),
-                message,
-            });
+            errors.entry(row).or_insert(RowError { row, column: Some(column.to_string()), message });
         };
         let table = &batch.table;
         let needs_new = {
             let cat = read(&self.catalog);
             let schema = cat.get(database).and_then(|t| t.get(table));
-            batch
-                .columns
-                .iter()
-                .any(|c| schema.is_none_or(|s| s.id_of(&c.name).is_none()))
+            batch.columns.iter().any(|c| schema.is_none_or(|s| s.id_of(&c.name).is_none()))
         };
         let mut check = |schema: &mut TableSchema, add: bool| {
             for c in &batch.conflicts {
-                let stored = schema
-                    .id_of(&c.column)
-                    .and_then(|id| schema.column(id))
-                    .map(|d| d.kind);
+                let stored = schema.id_of(&c.column).and_then(|id| schema.column(id)).map(|d| d.kind);
                 let message = match stored {
                     Some(kind) => format!(
                         "database `{database}`, table `{table}`: column `{}` is a {kind}, got a {} value",
@@ -469,35 +425,22 @@ impl Inner {
         };
         if needs_new {
             let mut cat = write(&self.catalog);
-            let schema = cat
-                .entry(database.to_string())
-                .or_default()
-                .entry(table.clone())
-                .or_default();
+            let schema = cat.entry(database.to_string()).or_default().entry(table.clone()).or_default();
             check(schema, true);
         } else {
             let cat = read(&self.catalog);
-            let mut schema = cat
-                .get(database)
-                .and_then(|t| t.get(table))
-                .cloned()
-                .unwrap_or_default();
+            let mut schema = cat.get(database).and_then(|t| t.get(table)).cloned().unwrap_or_default();
             check(&mut schema, false);
         }
         let rejected: Vec<RowError> = errors.into_values().collect();
-        let mut outcome = WriteOutcome {
-            rows_written: 0,
-            fields_written: 0,
-            rejected,
-        };
+        let mut outcome = WriteOutcome { rows_written: 0, fields_written: 0, rejected };
         if outcome.rejected.len() >= n {
             return Ok((None, outcome));
         }
         let keep: Vec<usize> = if outcome.rejected.is_empty() {
             (0..n).collect()
         } else {
-            let bad: std::collections::HashSet<usize> =
-                outcome.rejected.iter().map(|e| e.row).collect();
+            let bad: std::collections::HashSet<usize> = outcome.rejected.iter().map(|e| e.row).collect();
             (0..n).filter(|r| !bad.contains(r)).collect()
         };
         let mut columns = Vec::with_capacity(batch.columns.len());
@@ -519,25 +462,10 @@ impl Inner {
             if matches!(c.kind, ColumnKind::Field(_)) {
                 outcome.fields_written += present;
             }
-            columns.push(BatchColumn {
-                name: c.name.clone(),
-                kind: c.kind,
-                data,
-            });
+            columns.push(BatchColumn { name: c.name.clone(), kind: c.kind, data });
         }
-        let times = keep
-            .iter()
-            .filter_map(|&r| batch.times.get(r).copied())
-            .collect();
-        Ok((
-            Some(TableWrite {
-                database: database.to_string(),
-                table: table.clone(),
-                times,
-                columns,
-            }),
-            outcome,
-        ))
+        let times = keep.iter().filter_map(|&r| batch.times.get(r).copied()).collect();
+        Ok((Some(TableWrite { database: database.to_string(), table: table.clone(), times, columns }), outcome))
     }
 
     /// Logs a write and applies it to the write buffer, sharing the WAL
@@ -555,10 +483,7 @@ impl Inner {
                 return Err(Error::Poisoned(r));
             }
             if q.leader {
-                q = self
-                    .queue_cv
-                    .wait(q)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                q = self.queue_cv.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
             }
             q.leader = true;
@@ -587,19 +512,16 @@ impl Inner {
             if self.options.durability == Durability::Sync {
                 wal.sync()?;
             }
-            if wal.size() >= self.options.wal_file_bytes {
-                if let Some(last) = group.last() {
-                    wal.rotate(last.seq + 1)?;
-                }
+            if wal.size() >= self.options.wal_file_bytes
+                && let Some(last) = group.last()
+            {
+                wal.rotate(last.seq + 1)?;
             }
         }
         let cat = read(&self.catalog);
         let mut state = write(&self.state);
         for p in group {
-            let Some(schema) = cat
-                .get(&p.write.database)
-                .and_then(|t| t.get(&p.write.table))
-            else {
+            let Some(schema) = cat.get(&p.write.database).and_then(|t| t.get(&p.write.table)) else {
                 return Err(Error::Internal(format!(
                     "table {}.{} vanished from the catalog",
                     p.write.database, p.write.table
@@ -614,10 +536,7 @@ impl Inner {
     fn become_leader(&self) -> MutexGuard<'_, CommitQueue> {
         let mut q = lock(&self.queue);
         while q.leader {
-            q = self
-                .queue_cv
-                .wait(q)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            q = self.queue_cv.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         q
     }
@@ -642,8 +561,7 @@ impl Inner {
         if let Some(r) = self.poisoned() {
             return Err(Error::Poisoned(r));
         }
-        self.freeze()
-            .inspect_err(|e| self.poison(format!("rotating the WAL failed: {e}")))?;
+        self.freeze().inspect_err(|e| self.poison(format!("rotating the WAL failed: {e}")))?;
         let frozen: Vec<Arc<WriteBuffer>> = read(&self.state).frozen.clone();
         if frozen.is_empty() {
             return Ok(());
@@ -660,53 +578,33 @@ impl Inner {
     fn flush_frozen(&self, manifest: &mut Manifest, frozen: &[Arc<WriteBuffer>]) -> Result<()> {
         let catalog = read(&self.catalog).clone();
         // (database, table) -> partition -> series -> sources oldest first
-        type Parts<'a> =
-            BTreeMap<(String, String), BTreeMap<i64, BTreeMap<SeriesKey, Vec<SeriesData>>>>;
+        type Parts<'a> = BTreeMap<(String, String), BTreeMap<i64, BTreeMap<SeriesKey, Vec<SeriesData>>>>;
         let mut parts: Parts<'_> = BTreeMap::new();
         for buf in frozen {
             for ((db, table), tb) in &buf.tables {
-                for (key, sb) in &tb.series {
+                for key in tb.series.keys() {
                     let Some(data) = buf.series_data(db, table, key) else {
                         continue;
                     };
                     let by_part = split_by_partition(data, &self.options);
                     let entry = parts.entry((db.clone(), table.clone())).or_default();
                     for (p, d) in by_part {
-                        entry
-                            .entry(p)
-                            .or_default()
-                            .entry(key.clone())
-                            .or_default()
-                            .push(d);
+                        entry.entry(p).or_default().entry(key.clone()).or_default().push(d);
                     }
-                    let _ = sb;
                 }
             }
         }
         let mut new_handles: Vec<((String, String), Arc<SegmentHandle>)> = Vec::new();
         let mut written_bytes = 0u64;
         for ((db, table), partitions) in parts {
-            let schema = catalog
-                .get(&db)
-                .and_then(|t| t.get(&table))
-                .cloned()
-                .unwrap_or_default();
+            let schema = catalog.get(&db).and_then(|t| t.get(&table)).cloned().unwrap_or_default();
             for (partition_start, series) in partitions {
-                let merged: Vec<(&SeriesKey, SeriesData)> = series
-                    .iter()
-                    .map(|(k, srcs)| (k, merge(srcs.clone())))
-                    .collect();
+                let merged: Vec<(&SeriesKey, SeriesData)> =
+                    series.iter().map(|(k, srcs)| (k, merge(srcs.clone()))).collect();
                 let id = manifest.next_segment_id;
                 manifest.next_segment_id += 1;
                 let path = self.segment_dir.join(SegmentEntry::file_name(id));
-                let stats = write_segment(
-                    self.backend.as_ref(),
-                    &path,
-                    &table,
-                    partition_start,
-                    &schema,
-                    &merged,
-                )?;
+                let stats = write_segment(self.backend.as_ref(), &path, &table, partition_start, &schema, &merged)?;
                 written_bytes += stats.bytes;
                 let entry = SegmentEntry {
                     id,
@@ -727,37 +625,21 @@ impl Inner {
                     .or_default()
                     .segments
                     .push(entry.clone());
-                new_handles.push((
-                    (db.clone(), table.clone()),
-                    Arc::new(SegmentHandle { entry, reader }),
-                ));
+                new_handles.push(((db.clone(), table.clone()), Arc::new(SegmentHandle { entry, reader })));
             }
         }
         for (db, tables) in &catalog {
             for (table, schema) in tables {
-                manifest
-                    .databases
-                    .entry(db.clone())
-                    .or_default()
-                    .tables
-                    .entry(table.clone())
-                    .or_default()
-                    .schema = schema.clone();
+                manifest.databases.entry(db.clone()).or_default().tables.entry(table.clone()).or_default().schema =
+                    schema.clone();
             }
         }
-        let flushed_seq = frozen
-            .iter()
-            .map(|f| f.max_seq)
-            .max()
-            .unwrap_or(0)
-            .max(manifest.flushed_seq);
+        let flushed_seq = frozen.iter().map(|f| f.max_seq).max().unwrap_or(0).max(manifest.flushed_seq);
         manifest.flushed_seq = flushed_seq;
         manifest.store(self.backend.as_ref(), &self.dir)?;
         {
             let mut state = write(&self.state);
-            state
-                .frozen
-                .retain(|f| !frozen.iter().any(|x| Arc::ptr_eq(x, f)));
+            state.frozen.retain(|f| !frozen.iter().any(|x| Arc::ptr_eq(x, f)));
             for (key, h) in new_handles {
                 state.segments.entry(key).or_default().push(h);
             }
@@ -781,11 +663,8 @@ impl Inner {
     }
 
     fn scan(&self, req: &ScanRequest) -> Result<ScanStream> {
-        let schema = read(&self.catalog)
-            .get(&req.database)
-            .and_then(|t| t.get(&req.table))
-            .cloned()
-            .ok_or_else(|| {
+        let schema =
+            read(&self.catalog).get(&req.database).and_then(|t| t.get(&req.table)).cloned().ok_or_else(|| {
                 if read(&self.catalog).contains_key(&req.database) {
                     Error::NotFound {
                         what: "table",
@@ -793,11 +672,7 @@ impl Inner {
                         hint: String::new(),
                     }
                 } else {
-                    Error::NotFound {
-                        what: "database",
-                        name: req.database.clone(),
-                        hint: String::new(),
-                    }
+                    Error::NotFound { what: "database", name: req.database.clone(), hint: String::new() }
                 }
             })?;
         let mut plan = ScanPlan::new(req, &schema, self.options.scan_batch_rows)?;
@@ -809,30 +684,19 @@ impl Inner {
         let state = read(&self.state);
         let key = (req.database.clone(), req.table.clone());
         if let Some(segs) = state.segments.get(&key) {
-            let preds: Vec<(String, Vec<String>)> = req
-                .tag_filters
-                .iter()
-                .map(|f| (f.tag.clone(), f.values.clone()))
-                .collect();
+            let preds: Vec<(String, Vec<String>)> =
+                req.tag_filters.iter().map(|f| (f.tag.clone(), f.values.clone())).collect();
             for h in segs {
                 if !range.overlaps(h.entry.min_time, h.entry.max_time) {
                     continue;
                 }
                 for id in h.reader.matching_series(&preds) {
                     let skey = h.reader.series_key(id);
-                    series
-                        .entry(skey)
-                        .or_default()
-                        .push(Source::Segment(h.reader.clone(), id));
+                    series.entry(skey).or_default().push(Source::Segment(h.reader.clone(), id));
                 }
             }
         }
-        for buf in state
-            .frozen
-            .iter()
-            .map(Arc::as_ref)
-            .chain(std::iter::once(&state.active))
-        {
+        for buf in state.frozen.iter().map(Arc::as_ref).chain(std::iter::once(&state.active)) {
             for (k, d) in buf.collect(&req.database, &req.table, &filter, range, &wanted, width) {
                 series.entry(k).or_default().push(Source::Buffer(d));
             }
@@ -845,11 +709,7 @@ impl Inner {
 
 /// Deletes segment files the manifest does not list: leftovers of a flush
 /// that crashed before its manifest was stored. Their rows are still in the WAL.
-fn remove_orphan_segments(
-    backend: &dyn crate::fs::FileBackend,
-    dir: &Path,
-    manifest: &Manifest,
-) -> Result<()> {
+fn remove_orphan_segments(backend: &dyn crate::fs::FileBackend, dir: &Path, manifest: &Manifest) -> Result<()> {
     let known: std::collections::HashSet<String> = manifest
         .databases
         .values()
@@ -872,10 +732,10 @@ fn remove_orphan_segments(
 
 fn split_by_partition(data: &SeriesData, options: &Options) -> Vec<(i64, SeriesData)> {
     let first = data.times.first().map(|t| options.partition_of(*t));
-    if let Some(p) = first {
-        if data.times.iter().all(|t| options.partition_of(*t) == p) {
-            return vec![(p, data.clone())];
-        }
+    if let Some(p) = first
+        && data.times.iter().all(|t| options.partition_of(*t) == p)
+    {
+        return vec![(p, data.clone())];
     }
     let mut rows: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, t) in data.times.iter().enumerate() {
@@ -883,10 +743,7 @@ fn split_by_partition(data: &SeriesData, options: &Options) -> Vec<(i64, SeriesD
     }
     rows.into_iter()
         .map(|(p, idx)| {
-            let times = idx
-                .iter()
-                .filter_map(|&i| data.times.get(i).copied())
-                .collect();
+            let times = idx.iter().filter_map(|&i| data.times.get(i).copied()).collect();
             let columns = data
                 .columns
                 .iter()
@@ -915,10 +772,7 @@ fn background_flush(weak: Weak<Inner>) {
             let (m, cv) = &inner.flush_signal;
             let mut signaled = lock(m);
             if !*signaled {
-                signaled = cv
-                    .wait_timeout(signaled, tick)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
+                signaled = cv.wait_timeout(signaled, tick).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
             *signaled = false;
         }
@@ -935,10 +789,8 @@ fn background_flush(weak: Weak<Inner>) {
             s.active.bytes >= inner.options.max_buffer_bytes
                 || s.active.oldest.is_some_and(|t| t.elapsed() >= age_limit)
         };
-        if due {
-            if let Err(e) = inner.flush() {
-                tracing::error!(error = %e, "background flush failed");
-            }
+        if due && let Err(e) = inner.flush() {
+            tracing::error!(error = %e, "background flush failed");
         }
     }
 }

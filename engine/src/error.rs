@@ -98,24 +98,12 @@ pub enum Error {
 impl Error {
     /// Wraps an `io::Error` with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// A corruption error without a recovery hint.
-    pub(crate) fn corruption(
-        file: impl Into<PathBuf>,
-        offset: u64,
-        detail: impl Into<String>,
-    ) -> Self {
-        Error::Corruption {
-            file: file.into(),
-            offset,
-            detail: detail.into(),
-            hint: String::new(),
-        }
+    pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, detail: impl Into<String>) -> Self {
+        Error::Corruption { file: file.into(), offset, detail: detail.into(), hint: String::new() }
     }
 
     /// True for errors caused by damaged files.

@@ -83,10 +83,7 @@ impl FileBackend for StdBackend {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "this is the one place that renames"
-        )]
+        #[expect(clippy::disallowed_methods, reason = "this is the one place that renames")]
         std::fs::rename(from, to)
     }
 
@@ -103,11 +100,7 @@ pub type Backend = Arc<dyn FileBackend>;
 /// Writes `bytes` to `path` atomically and durably: write a temporary file
 /// beside it, fsync it, rename it over `path`, fsync the directory. After a
 /// crash `path` holds either the old or the new contents, never a mix.
-pub(crate) fn write_atomic(
-    backend: &dyn FileBackend,
-    path: &Path,
-    bytes: &[u8],
-) -> crate::Result<()> {
+pub(crate) fn write_atomic(backend: &dyn FileBackend, path: &Path, bytes: &[u8]) -> crate::Result<()> {
     let tmp = path.with_extension("tmp");
     // A leftover temp file from a crash is garbage: it was never renamed.
     match std::fs::remove_file(&tmp) {
@@ -115,9 +108,7 @@ pub(crate) fn write_atomic(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(crate::Error::io(&tmp, e)),
     }
-    let mut f = backend
-        .create_new(&tmp)
-        .map_err(|e| crate::Error::io(&tmp, e))?;
+    let mut f = backend.create_new(&tmp).map_err(|e| crate::Error::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| crate::Error::io(&tmp, e))?;
     f.sync_data().map_err(|e| crate::Error::io(&tmp, e))?;
     drop(f);
@@ -126,14 +117,8 @@ pub(crate) fn write_atomic(
 
 /// Renames `from` to `to` and fsyncs the directory, so the rename survives
 /// power loss. Both paths must be in the same directory.
-pub(crate) fn rename_durable(
-    backend: &dyn FileBackend,
-    from: &Path,
-    to: &Path,
-) -> crate::Result<()> {
-    backend
-        .rename(from, to)
-        .map_err(|e| crate::Error::io(to, e))?;
+pub(crate) fn rename_durable(backend: &dyn FileBackend, from: &Path, to: &Path) -> crate::Result<()> {
+    backend.rename(from, to).map_err(|e| crate::Error::io(to, e))?;
     let dir = parent(to)?;
     backend.sync_dir(dir).map_err(|e| crate::Error::io(dir, e))
 }
@@ -145,9 +130,7 @@ pub(crate) fn create_dir_durable(backend: &dyn FileBackend, dir: &Path) -> crate
     }
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     let parent = parent(dir)?;
-    backend
-        .sync_dir(parent)
-        .map_err(|e| crate::Error::io(parent, e))
+    backend.sync_dir(parent).map_err(|e| crate::Error::io(parent, e))
 }
 
 /// Removes a file and fsyncs its directory.

@@ -70,7 +70,7 @@ pub use error::{Error, Result};
 pub use options::{Durability, Options};
 pub use scan::{ScanRequest, ScanStream, TagFilter, arrow_schema, arrow_type};
 pub use schema::{
-    ColumnDef, ColumnKind, FieldType, TIME_COLUMN, TableSchema, validate_database_name,
+    ColumnDef, ColumnKind, FieldType, MAX_DATABASE_NAME, MAX_NAME, TIME_COLUMN, TableSchema, validate_database_name,
     validate_name,
 };
 pub use series::SeriesKey;
@@ -89,12 +89,7 @@ pub mod fuzz {
             return;
         }
         let backend: crate::fs::Backend = std::sync::Arc::new(crate::fs::StdBackend);
-        let _ = crate::wal::replay(
-            &dir,
-            &backend,
-            crate::wal::ReplayMode::Strict,
-            |_, _| Ok(()),
-        );
+        let _ = crate::wal::replay(&dir, &backend, crate::wal::ReplayMode::Strict, |_, _| Ok(()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -118,15 +113,9 @@ pub mod fuzz {
         let Ok(seg) = crate::segment::SegmentReader::open(path) else {
             return;
         };
-        let cols: Vec<(usize, String, crate::ColumnKind)> = seg
-            .footer()
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, (n, k))| (i, n.clone(), *k))
-            .collect();
-        let wanted: Vec<(usize, &str, crate::ColumnKind)> =
-            cols.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
+        let cols: Vec<(usize, String, crate::ColumnKind)> =
+            seg.footer().columns.iter().enumerate().map(|(i, (n, k))| (i, n.clone(), *k)).collect();
+        let wanted: Vec<(usize, &str, crate::ColumnKind)> = cols.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
         for id in 0..seg.footer().series.len() as u32 {
             let _ = seg.series_key(id);
             let _ = seg.read_series(id, &wanted, cols.len(), crate::segment::TimeRange::ALL);

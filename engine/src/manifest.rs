@@ -73,10 +73,7 @@ impl Manifest {
         let data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Manifest {
-                    next_segment_id: 1,
-                    ..Default::default()
-                });
+                return Ok(Manifest { next_segment_id: 1, ..Default::default() });
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
@@ -87,10 +84,7 @@ impl Manifest {
             hint: "; the manifest is damaged: restore it from a backup".into(),
         };
         if data.len() < HEADER_LEN || data.get(..8) != Some(&MAGIC[..]) {
-            return Err(corrupt(
-                0,
-                "not a Telemark manifest (bad magic or too short)".into(),
-            ));
+            return Err(corrupt(0, "not a Telemark manifest (bad magic or too short)".into()));
         }
         let version = u16::from_le_bytes([data[8], data[9]]);
         if version > VERSION || version < OLDEST_VERSION {
@@ -103,18 +97,15 @@ impl Manifest {
         }
         let len = u32::from_le_bytes([data[12], data[13], data[14], data[15]]) as usize;
         let crc = u32::from_le_bytes([data[16], data[17], data[18], data[19]]);
-        let body = data
-            .get(HEADER_LEN..)
-            .filter(|b| b.len() == len)
-            .ok_or_else(|| {
-                corrupt(
-                    12,
-                    format!(
-                        "body length {len} does not match the file ({} bytes after the header)",
-                        data.len() - HEADER_LEN
-                    ),
-                )
-            })?;
+        let body = data.get(HEADER_LEN..).filter(|b| b.len() == len).ok_or_else(|| {
+            corrupt(
+                12,
+                format!(
+                    "body length {len} does not match the file ({} bytes after the header)",
+                    data.len() - HEADER_LEN
+                ),
+            )
+        })?;
         let actual = crc32c::crc32c(body);
         if actual != crc {
             return Err(corrupt(
@@ -122,8 +113,8 @@ impl Manifest {
                 format!("checksum mismatch (expected {crc:#010x}, found {actual:#010x})"),
             ));
         }
-        let mut m: Manifest = serde_json::from_slice(body)
-            .map_err(|e| corrupt(HEADER_LEN as u64, format!("invalid body: {e}")))?;
+        let mut m: Manifest =
+            serde_json::from_slice(body).map_err(|e| corrupt(HEADER_LEN as u64, format!("invalid body: {e}")))?;
         for db in m.databases.values_mut() {
             for t in db.tables.values_mut() {
                 t.schema.reindex();
@@ -134,8 +125,7 @@ impl Manifest {
 
     /// Writes the manifest to `dir` atomically and durably.
     pub(crate) fn store(&self, backend: &dyn FileBackend, dir: &Path) -> Result<()> {
-        let body = serde_json::to_vec(self)
-            .map_err(|e| Error::Internal(format!("manifest serialization: {e}")))?;
+        let body = serde_json::to_vec(self).map_err(|e| Error::Internal(format!("manifest serialization: {e}")))?;
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -158,13 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Manifest::load(dir.path()).unwrap();
         m.flushed_seq = 7;
-        let t = m
-            .databases
-            .entry("db".into())
-            .or_default()
-            .tables
-            .entry("t".into())
-            .or_default();
+        let t = m.databases.entry("db".into()).or_default().tables.entry("t".into()).or_default();
         t.schema.push("host", crate::ColumnKind::Tag);
         t.segments.push(SegmentEntry {
             id: 1,
@@ -178,10 +162,7 @@ mod tests {
         m.store(&StdBackend, dir.path()).unwrap();
         let back = Manifest::load(dir.path()).unwrap();
         assert_eq!(back, m);
-        assert_eq!(
-            back.databases["db"].tables["t"].schema.id_of("host"),
-            Some(0)
-        );
+        assert_eq!(back.databases["db"].tables["t"].schema.id_of("host"), Some(0));
 
         let p = dir.path().join(FILE_NAME);
         let mut data = std::fs::read(&p).unwrap();
@@ -189,9 +170,6 @@ mod tests {
         data[n - 3] ^= 4;
         std::fs::write(&p, &data).unwrap();
         let msg = Manifest::load(dir.path()).unwrap_err().to_string();
-        assert!(
-            msg.contains("MANIFEST") && msg.contains("checksum mismatch"),
-            "{msg}"
-        );
+        assert!(msg.contains("MANIFEST") && msg.contains("checksum mismatch"), "{msg}");
     }
 }

@@ -67,9 +67,7 @@ impl Default for Options {
 impl Options {
     /// The partition width in nanoseconds (at least 1 s).
     pub(crate) fn partition_nanos(&self) -> i64 {
-        i64::try_from(self.partition_duration.as_nanos())
-            .unwrap_or(i64::MAX)
-            .max(1_000_000_000)
+        i64::try_from(self.partition_duration.as_nanos()).unwrap_or(i64::MAX).max(1_000_000_000)
     }
 
     /// The start of the partition holding `t`.

@@ -9,8 +9,7 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampNanosecondArray, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -69,15 +68,8 @@ impl ScanRequest {
     }
 
     /// Adds a `tag IN (values)` filter.
-    pub fn filter_tag(
-        mut self,
-        tag: impl Into<String>,
-        values: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Self {
-        self.tag_filters.push(TagFilter {
-            tag: tag.into(),
-            values: values.into_iter().map(Into::into).collect(),
-        });
+    pub fn filter_tag(mut self, tag: impl Into<String>, values: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.tag_filters.push(TagFilter { tag: tag.into(), values: values.into_iter().map(Into::into).collect() });
         self
     }
 
@@ -88,17 +80,11 @@ impl ScanRequest {
     }
 
     pub(crate) fn range(&self) -> TimeRange {
-        TimeRange {
-            start: self.start.unwrap_or(i64::MIN),
-            end: self.end.unwrap_or(i64::MAX),
-        }
+        TimeRange { start: self.start.unwrap_or(i64::MIN), end: self.end.unwrap_or(i64::MAX) }
     }
 
     pub(crate) fn matches(&self, key: &SeriesKey) -> bool {
-        self.tag_filters.iter().all(|f| {
-            key.get(&f.tag)
-                .is_some_and(|v| f.values.iter().any(|x| x == v))
-        })
+        self.tag_filters.iter().all(|f| key.get(&f.tag).is_some_and(|v| f.values.iter().any(|x| x == v)))
     }
 }
 
@@ -116,21 +102,12 @@ pub fn arrow_type(kind: ColumnKind) -> DataType {
 /// The Arrow schema of a whole table: `time`, then its columns in id order.
 pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
     let mut fields = vec![time_field()];
-    fields.extend(
-        schema
-            .columns()
-            .iter()
-            .map(|c| Field::new(&c.name, arrow_type(c.kind), true)),
-    );
+    fields.extend(schema.columns().iter().map(|c| Field::new(&c.name, arrow_type(c.kind), true)));
     Arc::new(Schema::new(fields))
 }
 
 fn time_field() -> Field {
-    Field::new(
-        TIME_COLUMN,
-        DataType::Timestamp(TimeUnit::Nanosecond, None),
-        false,
-    )
+    Field::new(TIME_COLUMN, DataType::Timestamp(TimeUnit::Nanosecond, None), false)
 }
 
 #[derive(Debug, Clone)]
@@ -164,9 +141,9 @@ impl ScanPlan {
     pub(crate) fn new(req: &ScanRequest, table: &TableSchema, batch_rows: usize) -> Result<Self> {
         let names: Vec<String> = match &req.projection {
             Some(p) => p.clone(),
-            None => std::iter::once(TIME_COLUMN.to_string())
-                .chain(table.columns().iter().map(|c| c.name.clone()))
-                .collect(),
+            None => {
+                std::iter::once(TIME_COLUMN.to_string()).chain(table.columns().iter().map(|c| c.name.clone())).collect()
+            }
         };
         let mut out = Vec::with_capacity(names.len());
         let mut fields = Vec::with_capacity(names.len());
@@ -182,9 +159,7 @@ impl ScanPlan {
                 name: format!("{}.{}.{name}", req.database, req.table),
                 hint: String::new(),
             })?;
-            let def = table
-                .column(id)
-                .ok_or_else(|| Error::Internal("column id without definition".into()))?;
+            let def = table.column(id).ok_or_else(|| Error::Internal("column id without definition".into()))?;
             fields.push(Field::new(name, arrow_type(def.kind), true));
             match def.kind {
                 ColumnKind::Tag => out.push(OutColumn::Tag(name.clone())),
@@ -245,12 +220,7 @@ pub struct ScanStream {
 
 impl ScanStream {
     pub(crate) fn new(plan: ScanPlan) -> Self {
-        ScanStream {
-            plan,
-            next_series: 0,
-            current: None,
-            failed: false,
-        }
+        ScanStream { plan, next_series: 0, current: None, failed: false }
     }
 
     /// The schema of every batch.
@@ -275,18 +245,9 @@ impl ScanStream {
                 match s {
                     Source::Buffer(d) => datas.push(d),
                     Source::Segment(seg, id) => {
-                        let wanted: Vec<(usize, &str, ColumnKind)> = self
-                            .plan
-                            .wanted
-                            .iter()
-                            .map(|(i, n, k)| (*i, n.as_str(), *k))
-                            .collect();
-                        datas.push(seg.read_series(
-                            id,
-                            &wanted,
-                            self.plan.width,
-                            self.plan.range,
-                        )?);
+                        let wanted: Vec<(usize, &str, ColumnKind)> =
+                            self.plan.wanted.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
+                        datas.push(seg.read_series(id, &wanted, self.plan.width, self.plan.range)?);
                     }
                 }
             }
@@ -318,8 +279,7 @@ impl ScanStream {
         if acc.rows == 0 {
             return Ok(None);
         }
-        acc.finish(&self.plan.out, self.plan.schema.clone())
-            .map(Some)
+        acc.finish(&self.plan.out, self.plan.schema.clone()).map(Some)
     }
 }
 
@@ -355,23 +315,11 @@ impl Accumulator {
                 OutColumn::Field(_, t) => Column::new(*t),
             })
             .collect();
-        Accumulator {
-            rows: 0,
-            times: Vec::new(),
-            cols,
-        }
+        Accumulator { rows: 0, times: Vec::new(), cols }
     }
 
-    fn push(
-        &mut self,
-        out: &[OutColumn],
-        key: &SeriesKey,
-        data: &SeriesData,
-        lo: usize,
-        hi: usize,
-    ) {
-        self.times
-            .extend_from_slice(data.times.get(lo..hi).unwrap_or_default());
+    fn push(&mut self, out: &[OutColumn], key: &SeriesKey, data: &SeriesData, lo: usize, hi: usize) {
+        self.times.extend_from_slice(data.times.get(lo..hi).unwrap_or_default());
         for (c, col) in out.iter().zip(self.cols.iter_mut()) {
             match c {
                 OutColumn::Time => {}
@@ -400,33 +348,21 @@ impl Accumulator {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(out.len());
         let times = ScalarBuffer::from(self.times);
         for (c, col) in out.iter().zip(self.cols) {
-            let nulls = if col.valid.iter().all(|v| *v) {
-                None
-            } else {
-                Some(NullBuffer::from(col.valid))
-            };
+            let nulls = if col.valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(col.valid)) };
             let a: ArrayRef = match (c, col.values) {
-                (OutColumn::Time, _) => {
-                    Arc::new(TimestampNanosecondArray::new(times.clone(), None))
-                }
+                (OutColumn::Time, _) => Arc::new(TimestampNanosecondArray::new(times.clone(), None)),
                 (_, Values::F64(v)) => Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls)),
                 (_, Values::I64(v)) => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
                 (_, Values::U64(v)) => Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
                 (_, Values::Bool(v)) => Arc::new(BooleanArray::new(v.into(), nulls)),
                 (_, Values::Str(v)) => Arc::new(StringArray::from_iter(
                     v.into_iter()
-                        .zip(
-                            nulls
-                                .iter()
-                                .flat_map(|n| n.iter())
-                                .chain(std::iter::repeat(true)),
-                        )
+                        .zip(nulls.iter().flat_map(|n| n.iter()).chain(std::iter::repeat(true)))
                         .map(|(s, ok)| ok.then_some(s)),
                 )),
             };
             arrays.push(a);
         }
-        RecordBatch::try_new(schema, arrays)
-            .map_err(|e| Error::Internal(format!("building a record batch: {e}")))
+        RecordBatch::try_new(schema, arrays).map_err(|e| Error::Internal(format!("building a record batch: {e}")))
     }
 }

@@ -102,11 +102,7 @@ impl ColumnKind {
     }
 
     pub(crate) fn from_code(code: u8) -> Option<Self> {
-        if code == 0 {
-            Some(ColumnKind::Tag)
-        } else {
-            FieldType::from_code(code).map(ColumnKind::Field)
-        }
+        if code == 0 { Some(ColumnKind::Tag) } else { FieldType::from_code(code).map(ColumnKind::Field) }
     }
 }
 
@@ -139,24 +135,9 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
-    /// Builds a schema from columns in id order.
-    pub(crate) fn from_columns(columns: Vec<ColumnDef>) -> Self {
-        let index = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
-        TableSchema { columns, index }
-    }
-
     /// Rebuilds the name index after deserialization.
     pub(crate) fn reindex(&mut self) {
-        self.index = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
+        self.index = self.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
     }
 
     /// All columns except `time`, in id order.
@@ -177,10 +158,7 @@ impl TableSchema {
     /// Adds a column and returns its id. The caller has checked the name is new.
     pub(crate) fn push(&mut self, name: &str, kind: ColumnKind) -> usize {
         let id = self.columns.len();
-        self.columns.push(ColumnDef {
-            name: name.to_string(),
-            kind,
-        });
+        self.columns.push(ColumnDef { name: name.to_string(), kind });
         self.index.insert(name.to_string(), id);
         id
     }
@@ -199,32 +177,18 @@ impl TableSchema {
 /// Checks a database name: 1 to 64 bytes of ASCII letters, digits, `_` and
 /// `-`, starting with a letter, digit or `_`.
 pub fn validate_database_name(name: &str) -> Result<()> {
-    let bad = |reason: String| {
-        Err(Error::InvalidName {
-            what: "database",
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason: String| Err(Error::InvalidName { what: "database", name: name.to_string(), reason });
     if name.is_empty() {
         return bad("it is empty".into());
     }
     if name.len() > MAX_DATABASE_NAME {
-        return bad(format!(
-            "it is {} bytes long, the limit is {MAX_DATABASE_NAME}",
-            name.len()
-        ));
+        return bad(format!("it is {} bytes long, the limit is {MAX_DATABASE_NAME}", name.len()));
     }
     if name.starts_with('-') {
         return bad("it must start with a letter, digit or '_'".into());
     }
-    if let Some((pos, c)) = name
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return bad(format!(
-            "character {c:?} at byte {pos} is not allowed (use ASCII letters, digits, '_' and '-')"
-        ));
+    if let Some((pos, c)) = name.char_indices().find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return bad(format!("character {c:?} at byte {pos} is not allowed (use ASCII letters, digits, '_' and '-')"));
     }
     Ok(())
 }
@@ -233,26 +197,15 @@ pub fn validate_database_name(name: &str) -> Result<()> {
 /// characters, without leading or trailing whitespace. Column names also may
 /// not be `time`, which every table already has.
 pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
-    let bad = |reason: String| {
-        Err(Error::InvalidName {
-            what,
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason: String| Err(Error::InvalidName { what, name: name.to_string(), reason });
     if name.is_empty() {
         return bad("it is empty".into());
     }
     if name.len() > MAX_NAME {
-        return bad(format!(
-            "it is {} bytes long, the limit is {MAX_NAME}",
-            name.len()
-        ));
+        return bad(format!("it is {} bytes long, the limit is {MAX_NAME}", name.len()));
     }
     if let Some((pos, c)) = name.char_indices().find(|(_, c)| c.is_control()) {
-        return bad(format!(
-            "control character {c:?} at byte {pos} is not allowed"
-        ));
+        return bad(format!("control character {c:?} at byte {pos} is not allowed"));
     }
     if name.trim() != name {
         return bad("it has leading or trailing whitespace".into());

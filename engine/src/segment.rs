@@ -23,8 +23,7 @@ use crate::schema::{ColumnKind, FieldType, TableSchema};
 use crate::series::{SeriesData, SeriesKey};
 use crate::{Error, Result};
 use format::{
-    CHUNK_HEADER_LEN, ChunkHeader, ChunkRef, FLAG_STATS, FLAG_VALIDITY, Footer, HEADER_LEN,
-    SeriesEntry, TRAILER_LEN,
+    CHUNK_HEADER_LEN, ChunkHeader, ChunkRef, FLAG_STATS, FLAG_VALIDITY, Footer, HEADER_LEN, SeriesEntry, TRAILER_LEN,
 };
 
 /// Summary of a written segment, recorded in the manifest.
@@ -61,9 +60,8 @@ pub(crate) fn write_segment(
         if let Some(&l) = local.get(&table_id) {
             return Ok(l);
         }
-        let def = schema
-            .column(table_id)
-            .ok_or_else(|| Error::Internal(format!("column id {table_id} not in schema")))?;
+        let def =
+            schema.column(table_id).ok_or_else(|| Error::Internal(format!("column id {table_id} not in schema")))?;
         let l = footer.columns.len() as u32;
         footer.columns.push((def.name.clone(), def.kind));
         local.insert(table_id, l);
@@ -86,15 +84,10 @@ pub(crate) fn write_segment(
         let max_time = data.times.last().copied().unwrap_or_default();
         let mut tags = Vec::with_capacity(key.0.len());
         for (name, value) in &key.0 {
-            let tid = schema
-                .id_of(name)
-                .ok_or_else(|| Error::Internal(format!("tag {name} not in schema")))?;
+            let tid = schema.id_of(name).ok_or_else(|| Error::Internal(format!("tag {name} not in schema")))?;
             let l = local_id(&mut footer, tid)?;
             tags.push((l, value.clone()));
-            postings
-                .entry((l, value.clone()))
-                .or_default()
-                .push(footer.series.len() as u32);
+            postings.entry((l, value.clone())).or_default().push(footer.series.len() as u32);
         }
         let mut chunks = Vec::new();
         // Time chunk.
@@ -119,11 +112,7 @@ pub(crate) fn write_segment(
                 continue;
             }
             let l = local_id(&mut footer, col_id)?;
-            let validity = if col.valid.iter().all(|v| *v) {
-                None
-            } else {
-                Some(col.valid.as_slice())
-            };
+            let validity = if col.valid.iter().all(|v| *v) { None } else { Some(col.valid.as_slice()) };
             scratch.clear();
             let (codec_id, count, stats) = encode_values(col, &mut scratch);
             chunks.push(write_chunk(
@@ -142,18 +131,9 @@ pub(crate) fn write_segment(
         footer.min_time = footer.min_time.min(min_time);
         footer.max_time = footer.max_time.max(max_time);
         footer.rows += rows as u64;
-        footer.series.push(SeriesEntry {
-            tags,
-            rows: rows as u32,
-            min_time,
-            max_time,
-            chunks,
-        });
+        footer.series.push(SeriesEntry { tags, rows: rows as u32, min_time, max_time, chunks });
     }
-    footer.postings = postings
-        .into_iter()
-        .map(|((c, v), ids)| (c, v, ids))
-        .collect();
+    footer.postings = postings.into_iter().map(|((c, v), ids)| (c, v, ids)).collect();
     let footer_offset = out.len() as u64;
     let mut fbytes = Vec::new();
     footer.encode(&mut fbytes);
@@ -194,7 +174,7 @@ fn write_chunk(
     payload: &[u8],
     min_time: i64,
     max_time: i64,
-    stats: Option<([u8; 8], [u8; 8])>,
+    stats: ValueStats,
 ) -> ChunkRef {
     let start = out.len();
     let mut flags = 0;
@@ -223,21 +203,16 @@ fn write_chunk(
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    ChunkRef {
-        column,
-        offset: start as u64,
-        len: (out.len() - start) as u32,
-    }
+    ChunkRef { column, offset: start as u64, len: (out.len() - start) as u32 }
 }
 
 /// Encodes the present values of a column; returns codec, count and min/max statistics.
-fn encode_values(col: &Column, out: &mut Vec<u8>) -> (CodecId, usize, Option<([u8; 8], [u8; 8])>) {
+/// Min and max value of a chunk, as the 8 bytes stored in its header.
+type ValueStats = Option<([u8; 8], [u8; 8])>;
+
+fn encode_values(col: &Column, out: &mut Vec<u8>) -> (CodecId, usize, ValueStats) {
     fn present<T: Copy>(v: &[T], valid: &[bool]) -> Vec<T> {
-        v.iter()
-            .zip(valid)
-            .filter(|(_, ok)| **ok)
-            .map(|(x, _)| *x)
-            .collect()
+        v.iter().zip(valid).filter(|(_, ok)| **ok).map(|(x, _)| *x).collect()
     }
     match &col.values {
         Values::F64(v) => {
@@ -253,21 +228,13 @@ fn encode_values(col: &Column, out: &mut Vec<u8>) -> (CodecId, usize, Option<([u
         Values::I64(v) => {
             let p = present(v, &col.valid);
             codec::encode_i64(&p, out);
-            let stats = p
-                .iter()
-                .min()
-                .zip(p.iter().max())
-                .map(|(lo, hi)| (lo.to_le_bytes(), hi.to_le_bytes()));
+            let stats = p.iter().min().zip(p.iter().max()).map(|(lo, hi)| (lo.to_le_bytes(), hi.to_le_bytes()));
             (CodecId::IntDeltaZigzag, p.len(), stats)
         }
         Values::U64(v) => {
             let p = present(v, &col.valid);
             codec::encode_u64(&p, out);
-            let stats = p
-                .iter()
-                .min()
-                .zip(p.iter().max())
-                .map(|(lo, hi)| (lo.to_le_bytes(), hi.to_le_bytes()));
+            let stats = p.iter().min().zip(p.iter().max()).map(|(lo, hi)| (lo.to_le_bytes(), hi.to_le_bytes()));
             (CodecId::UintDelta, p.len(), stats)
         }
         Values::Bool(v) => {
@@ -281,12 +248,7 @@ fn encode_values(col: &Column, out: &mut Vec<u8>) -> (CodecId, usize, Option<([u
             (CodecId::BoolBitpack, p.len(), stats)
         }
         Values::Str(v) => {
-            let p: Vec<&str> = v
-                .iter()
-                .zip(&col.valid)
-                .filter(|(_, ok)| **ok)
-                .map(|(s, _)| s.as_str())
-                .collect();
+            let p: Vec<&str> = v.iter().zip(&col.valid).filter(|(_, ok)| **ok).map(|(s, _)| s.as_str()).collect();
             codec::encode_strings(&p, out);
             (CodecId::StringDictZstd, p.len(), None)
         }
@@ -313,10 +275,7 @@ pub(crate) struct TimeRange {
 }
 
 impl TimeRange {
-    pub(crate) const ALL: TimeRange = TimeRange {
-        start: i64::MIN,
-        end: i64::MAX,
-    };
+    pub(crate) const ALL: TimeRange = TimeRange { start: i64::MIN, end: i64::MAX };
 
     pub(crate) fn overlaps(&self, min: i64, max: i64) -> bool {
         min < self.end && max >= self.start && min <= max
@@ -338,16 +297,12 @@ impl SegmentReader {
         let corrupt = |offset: u64, detail: String| Error::corruption(path, offset, detail);
         let len = map.len();
         if len < HEADER_LEN + TRAILER_LEN {
-            return Err(corrupt(
-                0,
-                format!("file is {len} bytes, too short for a segment"),
-            ));
+            return Err(corrupt(0, format!("file is {len} bytes, too short for a segment")));
         }
         format::check_header(path, &map)?;
         let tpos = len - TRAILER_LEN;
         let mut t = Reader::new(&map[tpos..]);
-        let trailer_err =
-            |e: crate::bytes::ReadError| corrupt(tpos as u64 + e.offset as u64, e.detail);
+        let trailer_err = |e: crate::bytes::ReadError| corrupt(tpos as u64 + e.offset as u64, e.detail);
         let footer_offset = t.u64("footer offset").map_err(trailer_err)?;
         let footer_len = t.u32("footer length").map_err(trailer_err)? as usize;
         let footer_crc = t.u32("footer checksum").map_err(trailer_err)?;
@@ -374,33 +329,13 @@ impl SegmentReader {
         if actual != footer_crc {
             return Err(corrupt(
                 footer_offset,
-                format!(
-                    "footer checksum mismatch (expected {footer_crc:#010x}, found {actual:#010x})"
-                ),
+                format!("footer checksum mismatch (expected {footer_crc:#010x}, found {actual:#010x})"),
             ));
         }
-        let footer = Footer::decode(fbytes).map_err(|e| {
-            corrupt(
-                footer_offset + e.offset as u64,
-                format!("footer: {}", e.detail),
-            )
-        })?;
-        let by_name = footer
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, (n, _))| (n.clone(), i as u32))
-            .collect();
-        Ok(SegmentReader {
-            path: path.to_path_buf(),
-            map,
-            footer,
-            by_name,
-        })
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+        let footer = Footer::decode(fbytes)
+            .map_err(|e| corrupt(footer_offset + e.offset as u64, format!("footer: {}", e.detail)))?;
+        let by_name = footer.columns.iter().enumerate().map(|(i, (n, _))| (n.clone(), i as u32)).collect();
+        Ok(SegmentReader { path: path.to_path_buf(), map, footer, by_name })
     }
 
     pub(crate) fn footer(&self) -> &Footer {
@@ -426,10 +361,7 @@ impl SegmentReader {
             ids.dedup();
             result = Some(match result {
                 None => ids,
-                Some(prev) => prev
-                    .into_iter()
-                    .filter(|id| ids.binary_search(id).is_ok())
-                    .collect(),
+                Some(prev) => prev.into_iter().filter(|id| ids.binary_search(id).is_ok()).collect(),
             });
         }
         result.unwrap_or_else(|| (0..self.footer.series.len() as u32).collect())
@@ -443,12 +375,7 @@ impl SegmentReader {
         SeriesKey::new(
             s.tags
                 .iter()
-                .filter_map(|(c, v)| {
-                    self.footer
-                        .columns
-                        .get(*c as usize)
-                        .map(|(n, _)| (n.clone(), v.clone()))
-                })
+                .filter_map(|(c, v)| self.footer.columns.get(*c as usize).map(|(n, _)| (n.clone(), v.clone())))
                 .collect(),
         )
     }
@@ -469,31 +396,20 @@ impl SegmentReader {
             .get(id as usize)
             .ok_or_else(|| Error::Internal(format!("series id {id} out of range")))?;
         let rows = s.rows as usize;
-        let mut data = SeriesData {
-            times: Vec::new(),
-            columns: vec![None; width],
-        };
+        let mut data = SeriesData { times: Vec::new(), columns: vec![None; width] };
         if !range.overlaps(s.min_time, s.max_time) {
             return Ok(data);
         }
-        let time_ref = s
-            .chunks
-            .iter()
-            .find(|c| c.column.is_none())
-            .ok_or_else(|| self.corrupt(0, "series has no time chunk"))?;
+        let time_ref =
+            s.chunks.iter().find(|c| c.column.is_none()).ok_or_else(|| self.corrupt(0, "series has no time chunk"))?;
         let times = self.read_chunk(time_ref, rows, FieldType::I64, CodecId::TimestampGorilla)?;
         let Values::I64(times) = times.values else {
-            return Err(Error::Internal(
-                "time chunk decoded to the wrong type".into(),
-            ));
+            return Err(Error::Internal("time chunk decoded to the wrong type".into()));
         };
         let lo = times.partition_point(|t| *t < range.start);
         let hi = times.partition_point(|t| *t < range.end);
         if !times.windows(2).all(|w| w[0] < w[1]) {
-            return Err(self.corrupt(
-                time_ref.offset,
-                "timestamps in a segment series are not strictly increasing",
-            ));
+            return Err(self.corrupt(time_ref.offset, "timestamps in a segment series are not strictly increasing"));
         }
         data.times = times.get(lo..hi).map(<[i64]>::to_vec).unwrap_or_default();
         for &(table_id, name, kind) in wanted {
@@ -521,30 +437,18 @@ impl SegmentReader {
             file: self.path.clone(),
             offset,
             detail: detail.into(),
-            hint: "; the segment is damaged: restore it from a backup, or remove it from the manifest to drop its rows".into(),
+            hint: "; the segment is damaged: restore it from a backup, or remove it from the manifest to drop its rows"
+                .into(),
         }
     }
 
-    fn read_chunk(
-        &self,
-        cref: &ChunkRef,
-        rows: usize,
-        t: FieldType,
-        expect: CodecId,
-    ) -> Result<Column> {
+    fn read_chunk(&self, cref: &ChunkRef, rows: usize, t: FieldType, expect: CodecId) -> Result<Column> {
         let off = cref.offset;
         let start = usize::try_from(off).unwrap_or(usize::MAX);
-        let Some(bytes) = start
-            .checked_add(cref.len as usize)
-            .and_then(|end| self.map.get(start..end))
-        else {
+        let Some(bytes) = start.checked_add(cref.len as usize).and_then(|end| self.map.get(start..end)) else {
             return Err(self.corrupt(
                 off,
-                format!(
-                    "chunk of {} bytes lies outside the file ({} bytes)",
-                    cref.len,
-                    self.map.len()
-                ),
+                format!("chunk of {} bytes lies outside the file ({} bytes)", cref.len, self.map.len()),
             ));
         };
         if bytes.len() < CHUNK_HEADER_LEN + 4 {
@@ -554,32 +458,20 @@ impl SegmentReader {
         let stored = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
         let actual = crc32c::crc32c(body);
         if stored != actual {
-            return Err(self.corrupt(
-                off,
-                format!("chunk checksum mismatch (expected {stored:#010x}, found {actual:#010x})"),
-            ));
+            return Err(
+                self.corrupt(off, format!("chunk checksum mismatch (expected {stored:#010x}, found {actual:#010x})"))
+            );
         }
         let mut r = Reader::new(body);
-        let h = ChunkHeader::decode(&mut r)
-            .map_err(|e| self.corrupt(off + e.offset as u64, e.detail))?;
+        let h = ChunkHeader::decode(&mut r).map_err(|e| self.corrupt(off + e.offset as u64, e.detail))?;
         let codec_id = CodecId::try_from(h.codec).map_err(|e| self.corrupt(off, e.to_string()))?;
         if codec_id != expect {
-            return Err(self.corrupt(
-                off,
-                format!(
-                    "chunk codec is {}, expected {}",
-                    codec_id.name(),
-                    expect.name()
-                ),
-            ));
+            return Err(self.corrupt(off, format!("chunk codec is {}, expected {}", codec_id.name(), expect.name())));
         }
         if h.rows as usize != rows || h.values > h.rows {
             return Err(self.corrupt(
                 off,
-                format!(
-                    "chunk has {} rows and {} values, the series has {rows} rows",
-                    h.rows, h.values
-                ),
+                format!("chunk has {} rows and {} values, the series has {rows} rows", h.rows, h.values),
             ));
         }
         let valid = if h.flags & FLAG_VALIDITY != 0 {
@@ -587,10 +479,7 @@ impl SegmentReader {
                 .map_err(|e| self.corrupt(off + e.offset as u64, e.detail))?;
             let n = v.iter().filter(|b| **b).count();
             if n != h.values as usize {
-                return Err(self.corrupt(
-                    off,
-                    format!("validity bitmap marks {n} values, header says {}", h.values),
-                ));
+                return Err(self.corrupt(off, format!("validity bitmap marks {n} values, header says {}", h.values)));
             }
             v
         } else {
@@ -604,8 +493,7 @@ impl SegmentReader {
             .take(h.payload_len as usize, "chunk payload")
             .map_err(|e| self.corrupt(off + e.offset as u64, e.detail))?;
         let count = h.values as usize;
-        let dense =
-            |e: codec::CodecError| self.corrupt(off + at as u64 + e.offset as u64, e.to_string());
+        let dense = |e: codec::CodecError| self.corrupt(off + at as u64 + e.offset as u64, e.to_string());
         let values = match t {
             FieldType::F64 => {
                 let mut v = Vec::with_capacity(count);
@@ -639,10 +527,7 @@ impl SegmentReader {
             }
         };
         if values.len() != rows {
-            return Err(self.corrupt(
-                off,
-                format!("chunk decoded to {} values, expected {rows}", values.len()),
-            ));
+            return Err(self.corrupt(off, format!("chunk decoded to {} values, expected {rows}", values.len())));
         }
         Ok(Column { values, valid })
     }
@@ -664,16 +549,7 @@ fn expand<T: Default>(present: Vec<T>, valid: &[bool]) -> Vec<T> {
         return present;
     }
     let mut it = present.into_iter();
-    valid
-        .iter()
-        .map(|ok| {
-            if *ok {
-                it.next().unwrap_or_default()
-            } else {
-                T::default()
-            }
-        })
-        .collect()
+    valid.iter().map(|ok| if *ok { it.next().unwrap_or_default() } else { T::default() }).collect()
 }
 
 fn slice_column(col: &Column, lo: usize, hi: usize) -> Column {

@@ -1,7 +1,5 @@
 //! Series keys and per-series column data.
 
-use std::sync::Arc;
-
 use crate::batch::Column;
 
 /// The identity of a series within a table: its tags, sorted by tag name.
@@ -24,11 +22,7 @@ impl SeriesKey {
 
     /// The value of a tag, if the series has it.
     pub fn get(&self, tag: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(tag))
-            .ok()
-            .and_then(|i| self.0.get(i))
-            .map(|(_, v)| v.as_str())
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(tag)).ok().and_then(|i| self.0.get(i)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -43,9 +37,6 @@ impl std::fmt::Display for SeriesKey {
         Ok(())
     }
 }
-
-/// Shared series key.
-pub(crate) type SharedKey = Arc<SeriesKey>;
 
 /// Rows of one series: timestamps and field columns indexed by table column
 /// id (`None` where the series has no values of that column).
@@ -84,15 +75,9 @@ pub(crate) fn merge(mut sources: Vec<SeriesData>) -> SeriesData {
         return only;
     }
     // (time, source, row): sorting by all three keeps arrival order among duplicates.
-    let mut idx: Vec<(i64, u32, u32)> =
-        Vec::with_capacity(sources.iter().map(SeriesData::len).sum());
+    let mut idx: Vec<(i64, u32, u32)> = Vec::with_capacity(sources.iter().map(SeriesData::len).sum());
     for (s, src) in sources.iter().enumerate() {
-        idx.extend(
-            src.times
-                .iter()
-                .enumerate()
-                .map(|(r, t)| (*t, s as u32, r as u32)),
-        );
+        idx.extend(src.times.iter().enumerate().map(|(r, t)| (*t, s as u32, r as u32)));
     }
     idx.sort_unstable();
     // Group boundaries: runs of equal time.
@@ -107,10 +92,8 @@ pub(crate) fn merge(mut sources: Vec<SeriesData>) -> SeriesData {
     let times: Vec<i64> = groups.iter().map(|(s, _)| idx[*s].0).collect();
     let mut columns: Vec<Option<Column>> = vec![None; width];
     for (c, slot) in columns.iter_mut().enumerate() {
-        let Some(t) = sources
-            .iter()
-            .find_map(|s| s.columns.get(c).and_then(Option::as_ref))
-            .map(|col| col.values.field_type())
+        let Some(t) =
+            sources.iter().find_map(|s| s.columns.get(c).and_then(Option::as_ref)).map(|col| col.values.field_type())
         else {
             continue;
         };
@@ -138,18 +121,12 @@ mod tests {
     fn src(times: Vec<i64>, vals: Vec<Option<f64>>) -> SeriesData {
         let valid = vals.iter().map(Option::is_some).collect();
         let values = Values::F64(vals.iter().map(|v| v.unwrap_or(0.0)).collect());
-        SeriesData {
-            times,
-            columns: vec![Some(Column { values, valid })],
-        }
+        SeriesData { times, columns: vec![Some(Column { values, valid })] }
     }
 
     #[test]
     fn merge_sorts_and_last_write_wins_per_column() {
-        let a = src(
-            vec![3, 1, 2, 1],
-            vec![Some(3.0), Some(1.0), Some(2.0), Some(1.5)],
-        );
+        let a = src(vec![3, 1, 2, 1], vec![Some(3.0), Some(1.0), Some(2.0), Some(1.5)]);
         let b = src(vec![2, 4], vec![None, Some(4.0)]);
         let m = merge(vec![a, b]);
         assert_eq!(m.times, vec![1, 2, 3, 4]);

@@ -41,25 +41,15 @@ impl WalWriter {
     pub(crate) fn create(dir: &Path, backend: Backend, first_seq: u64) -> Result<Self> {
         let path = dir.join(file_name(first_seq));
         let mut file = backend.create_new(&path).map_err(|e| Error::io(&path, e))?;
-        file.write_all(&format::header())
-            .map_err(|e| Error::io(&path, e))?;
+        file.write_all(&format::header()).map_err(|e| Error::io(&path, e))?;
         file.sync_data().map_err(|e| Error::io(&path, e))?;
         backend.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(WalWriter {
-            dir: dir.to_path_buf(),
-            backend,
-            file,
-            path,
-            size: HEADER_LEN as u64,
-            first_seq,
-        })
+        Ok(WalWriter { dir: dir.to_path_buf(), backend, file, path, size: HEADER_LEN as u64, first_seq })
     }
 
     /// Appends already framed records (one group commit). Not yet durable.
     pub(crate) fn append(&mut self, framed: &[u8]) -> Result<()> {
-        self.file
-            .write_all(framed)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.file.write_all(framed).map_err(|e| Error::io(&self.path, e))?;
         self.size += framed.len() as u64;
         Ok(())
     }
@@ -111,10 +101,7 @@ pub(crate) fn list_files(dir: &Path) -> Result<Vec<WalFile>> {
         let Ok(first_seq) = stem.parse::<u64>() else {
             continue;
         };
-        files.push(WalFile {
-            first_seq,
-            path: entry.path(),
-        });
+        files.push(WalFile { first_seq, path: entry.path() });
     }
     files.sort_by_key(|f| f.first_seq);
     Ok(files)
@@ -134,7 +121,6 @@ pub struct TornTail {
 /// What replay found.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReplayReport {
-    pub(crate) files: usize,
     pub(crate) records: usize,
     pub(crate) max_seq: Option<u64>,
     pub(crate) torn_tail: Option<TornTail>,
@@ -162,34 +148,21 @@ pub(crate) fn replay(
     mut apply: impl FnMut(u64, TableWrite) -> Result<()>,
 ) -> Result<ReplayReport> {
     let files = list_files(dir)?;
-    let mut report = ReplayReport {
-        files: files.len(),
-        ..Default::default()
-    };
+    let mut report = ReplayReport::default();
     let last = files.len().saturating_sub(1);
     for (i, file) in files.iter().enumerate() {
         let data = std::fs::read(&file.path).map_err(|e| Error::io(&file.path, e))?;
         match scan_file(&file.path, &data, &mut apply, &mut report)? {
             FileEnd::Clean => {}
-            FileEnd::Damaged {
-                offset,
-                detail,
-                at_tail,
-            } => {
+            FileEnd::Damaged { offset, detail, at_tail } => {
                 let dropped = data.len() as u64 - offset;
                 if (i == last && at_tail) || mode == ReplayMode::Repair {
-                    backend
-                        .truncate(&file.path, offset)
-                        .map_err(|e| Error::io(&file.path, e))?;
+                    backend.truncate(&file.path, offset).map_err(|e| Error::io(&file.path, e))?;
                     tracing::warn!(
                         file = %file.path.display(), offset, bytes_dropped = dropped, %detail,
                         "WAL: cut a torn or damaged tail"
                     );
-                    report.torn_tail = Some(TornTail {
-                        file: file.path.clone(),
-                        offset,
-                        bytes_dropped: dropped,
-                    });
+                    report.torn_tail = Some(TornTail { file: file.path.clone(), offset, bytes_dropped: dropped });
                     if mode == ReplayMode::Repair {
                         for later in files.iter().skip(i + 1) {
                             crate::fs::remove_durable(backend.as_ref(), &later.path)?;
@@ -245,56 +218,28 @@ fn scan_file(
     }
     if let Err(e) = format::check_header(path, data) {
         return match e {
-            Error::Corruption { offset, detail, .. } => Ok(FileEnd::Damaged {
-                offset,
-                detail,
-                at_tail: false,
-            }),
+            Error::Corruption { offset, detail, .. } => Ok(FileEnd::Damaged { offset, detail, at_tail: false }),
             other => Err(other),
         };
     }
     let mut pos = HEADER_LEN;
     while pos < data.len() {
         let rest = &data[pos..];
-        let damaged = |detail: String, at_tail: bool| {
-            Ok(FileEnd::Damaged {
-                offset: pos as u64,
-                detail,
-                at_tail,
-            })
-        };
+        let damaged = |detail: String, at_tail: bool| Ok(FileEnd::Damaged { offset: pos as u64, detail, at_tail });
         if rest.len() < FRAME_LEN {
-            return damaged(
-                format!(
-                    "record frame is incomplete ({} of {FRAME_LEN} bytes)",
-                    rest.len()
-                ),
-                true,
-            );
+            return damaged(format!("record frame is incomplete ({} of {FRAME_LEN} bytes)", rest.len()), true);
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
         if len == 0 && crc == 0 && rest.iter().all(|b| *b == 0) {
             // Zero-filled space past the last write (a crash after the file was extended).
-            return damaged(
-                format!("{} zero bytes after the last record", rest.len()),
-                true,
-            );
+            return damaged(format!("{} zero bytes after the last record", rest.len()), true);
         }
         if len > MAX_PAYLOAD {
-            return damaged(
-                format!("record length {len} exceeds the limit {MAX_PAYLOAD}"),
-                is_last_record(rest, len),
-            );
+            return damaged(format!("record length {len} exceeds the limit {MAX_PAYLOAD}"), is_last_record(rest, len));
         }
         let Some(payload) = rest.get(FRAME_LEN..FRAME_LEN + len) else {
-            return damaged(
-                format!(
-                    "record needs {len} payload bytes, the file has {}",
-                    rest.len() - FRAME_LEN
-                ),
-                true,
-            );
+            return damaged(format!("record needs {len} payload bytes, the file has {}", rest.len() - FRAME_LEN), true);
         };
         let actual = crc32c::crc32c(payload);
         if actual != crc {
@@ -349,10 +294,7 @@ mod tests {
             columns: vec![BatchColumn {
                 name: "v".into(),
                 kind: ColumnKind::Field(FieldType::I64),
-                data: Column {
-                    values: Values::I64(vec![i * 10, i * 10 + 1]),
-                    valid: vec![true, true],
-                },
+                data: Column { values: Values::I64(vec![i * 10, i * 10 + 1]), valid: vec![true, true] },
             }],
         }
     }

@@ -1,22 +1,18 @@
 //! End-to-end behaviour of the embedded `Database`: write, scan, flush, reopen.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampNanosecondType};
 use arrow_array::{Array, RecordBatch};
 use telemark_engine::{Database, Error, Options, ScanRequest, WriteBatch};
 
 fn opts() -> Options {
-    Options {
-        background_flush: false,
-        ..Options::default()
-    }
+    Options { background_flush: false, ..Options::default() }
 }
 
 fn collect(db: &Database, req: &ScanRequest) -> Vec<RecordBatch> {
-    db.scan(req)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
+    db.scan(req).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
 }
 
 /// (device, time, value) triples of a scan projecting `device`, `time`, `v`.
@@ -60,7 +56,7 @@ fn out_of_order_and_duplicates_resolve_last_write_wins_everywhere() {
         b.row(2).tag("device", "a").field("v", 20.0);
         b.row(1).tag("device", "a").field("v", 10.0);
         b.row(2).tag("device", "a").field("v", 22.0);
-        db.write("db", &b).unwrap();
+        let _ = db.write("db", &b).unwrap();
         assert_eq!(rows(&db, ScanRequest::new("db", "m")), expect);
         db.flush().unwrap();
         assert_eq!(rows(&db, ScanRequest::new("db", "m")), expect);
@@ -69,14 +65,8 @@ fn out_of_order_and_duplicates_resolve_last_write_wins_everywhere() {
     // Reopen: from segments only.
     let db = Database::open(dir.path(), opts()).unwrap();
     assert_eq!(rows(&db, ScanRequest::new("db", "m")), expect);
-    assert_eq!(
-        rows(&db, ScanRequest::new("db", "m").filter_tag("device", ["b"])),
-        expect[3..].to_vec()
-    );
-    assert_eq!(
-        rows(&db, ScanRequest::new("db", "m").time_range(2, 3)),
-        vec![expect[1].clone(), expect[3].clone()]
-    );
+    assert_eq!(rows(&db, ScanRequest::new("db", "m").filter_tag("device", ["b"])), expect[3..].to_vec());
+    assert_eq!(rows(&db, ScanRequest::new("db", "m").time_range(2, 3)), vec![expect[1].clone(), expect[3].clone()]);
 }
 
 #[test]
@@ -86,15 +76,12 @@ fn unflushed_writes_survive_reopen_through_the_wal() {
         let db = Database::open(dir.path(), opts()).unwrap();
         let mut b = WriteBatch::new("m");
         b.row(5).tag("device", "x").field("v", 1.5);
-        db.write("db", &b).unwrap();
+        let _ = db.write("db", &b).unwrap();
         // Dropped without close: only the WAL has the row.
     }
     let (db, report) = Database::open_with_report(dir.path(), opts()).unwrap();
     assert_eq!(report.wal_records_replayed, 1);
-    assert_eq!(
-        rows(&db, ScanRequest::new("db", "m")),
-        vec![(Some("x".into()), 5, Some(1.5))]
-    );
+    assert_eq!(rows(&db, ScanRequest::new("db", "m")), vec![(Some("x".into()), 5, Some(1.5))]);
 }
 
 #[test]
@@ -103,17 +90,14 @@ fn missing_fields_are_null_and_last_write_wins_per_field() {
     let db = Database::open(dir.path(), opts()).unwrap();
     let mut b = WriteBatch::new("m");
     b.row(1).tag("device", "a").field("v", 1.0).field("n", 7i64);
-    db.write("db", &b).unwrap();
+    let _ = db.write("db", &b).unwrap();
     db.flush().unwrap();
     let mut b = WriteBatch::new("m");
     b.row(1).tag("device", "a").field("v", 2.0); // `n` kept from the first write
     b.row(2).tag("device", "a").field("n", 8i64); // `v` null
-    db.write("db", &b).unwrap();
+    let _ = db.write("db", &b).unwrap();
     for _ in 0..2 {
-        let batches = collect(
-            &db,
-            &ScanRequest::new("db", "m").project(["time", "v", "n"]),
-        );
+        let batches = collect(&db, &ScanRequest::new("db", "m").project(["time", "v", "n"]));
         let b = &batches[0];
         let v = b.column(1).as_primitive::<Float64Type>();
         let n = b.column(2).as_primitive::<Int64Type>();
@@ -130,7 +114,7 @@ fn type_conflict_rejects_only_that_row_with_a_clear_error() {
     let db = Database::open(dir.path(), opts()).unwrap();
     let mut b = WriteBatch::new("readings");
     b.row(1).tag("device", "a").field("temp", 21.5);
-    db.write("fleet", &b).unwrap();
+    let _ = db.write("fleet", &b).unwrap();
     let mut b = WriteBatch::new("readings");
     b.row(2).tag("device", "a").field("temp", 22.0);
     b.row(3).tag("device", "a").field("temp", "hot");
@@ -141,19 +125,10 @@ fn type_conflict_rejects_only_that_row_with_a_clear_error() {
     let e = &out.rejected[0];
     assert_eq!(e.row, 1);
     assert_eq!(e.column.as_deref(), Some("temp"));
-    for part in [
-        "`fleet`",
-        "`readings`",
-        "`temp`",
-        "float field",
-        "string field",
-    ] {
+    for part in ["`fleet`", "`readings`", "`temp`", "float field", "string field"] {
         assert!(e.message.contains(part), "{part} missing in {}", e.message);
     }
-    let n: usize = collect(&db, &ScanRequest::new("fleet", "readings"))
-        .iter()
-        .map(RecordBatch::num_rows)
-        .sum();
+    let n: usize = collect(&db, &ScanRequest::new("fleet", "readings")).iter().map(RecordBatch::num_rows).sum();
     assert_eq!(n, 3);
 }
 
@@ -164,62 +139,31 @@ fn bad_names_and_unknown_tables_are_clear_errors() {
     let mut b = WriteBatch::new("m");
     b.row(1).field("v", 1.0);
     let err = db.write("bad name", &b).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidName {
-                what: "database",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::InvalidName { what: "database", .. }), "{err}");
     let mut b = WriteBatch::new("m");
     b.row(1).field("time", 1.0);
     b.row(2).field("ok", 1.0);
     let out = db.write("db", &b).unwrap();
     assert_eq!(out.rows_written, 1);
-    assert!(
-        out.rejected[0].message.contains("timestamp column"),
-        "{}",
-        out.rejected[0].message
-    );
+    assert!(out.rejected[0].message.contains("timestamp column"), "{}", out.rejected[0].message);
     let err = db.scan(&ScanRequest::new("db", "nope")).unwrap_err();
-    assert!(
-        err.to_string().contains("table \"db.nope\" not found"),
-        "{err}"
-    );
-    let err = db
-        .scan(&ScanRequest::new("db", "m").project(["zzz"]))
-        .unwrap_err();
+    assert!(err.to_string().contains("table \"db.nope\" not found"), "{err}");
+    let err = db.scan(&ScanRequest::new("db", "m").project(["zzz"])).unwrap_err();
     assert!(err.to_string().contains("zzz"), "{err}");
 }
 
 #[test]
 fn scans_split_large_series_into_bounded_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(
-        dir.path(),
-        Options {
-            scan_batch_rows: 1000,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let db = Database::open(dir.path(), Options { scan_batch_rows: 1000, ..opts() }).unwrap();
     let mut b = WriteBatch::new("m");
     for i in 0..4500 {
         b.row(i).tag("device", "a").field("v", i as f64);
     }
-    db.write("db", &b).unwrap();
+    let _ = db.write("db", &b).unwrap();
     db.flush().unwrap();
     let batches = collect(&db, &ScanRequest::new("db", "m"));
-    assert_eq!(
-        batches
-            .iter()
-            .map(RecordBatch::num_rows)
-            .collect::<Vec<_>>(),
-        vec![1000, 1000, 1000, 1000, 500]
-    );
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![1000, 1000, 1000, 1000, 500]);
 }
 
 #[test]
@@ -231,13 +175,11 @@ fn partitions_split_segments_by_day() {
     b.row(0).field("v", 1.0);
     b.row(day + 1).field("v", 2.0);
     b.row(-1).field("v", 0.5);
-    db.write("db", &b).unwrap();
+    let _ = db.write("db", &b).unwrap();
     db.flush().unwrap();
     assert_eq!(db.stats().segments, 3);
-    let n: usize = collect(&db, &ScanRequest::new("db", "m").time_range(0, day))
-        .iter()
-        .map(RecordBatch::num_rows)
-        .sum();
+    let n: usize =
+        collect(&db, &ScanRequest::new("db", "m").time_range(0, day)).iter().map(RecordBatch::num_rows).sum();
     assert_eq!(n, 1);
 }
 
@@ -248,25 +190,14 @@ fn segment_files_left_by_an_interrupted_flush_are_cleaned_up() {
         let db = Database::open(dir.path(), opts()).unwrap();
         let mut b = WriteBatch::new("m");
         b.row(1).tag("device", "a").field("v", 1.0);
-        db.write("db", &b).unwrap();
+        let _ = db.write("db", &b).unwrap();
     }
     // What a crash between writing segment 1 and storing the manifest leaves.
-    std::fs::write(
-        dir.path().join("segments/00000000000000000001.tmp"),
-        b"partial",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("segments/00000000000000000001.tms"),
-        b"unreferenced",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("segments/00000000000000000001.tmp"), b"partial").unwrap();
+    std::fs::write(dir.path().join("segments/00000000000000000001.tms"), b"unreferenced").unwrap();
     let db = Database::open(dir.path(), opts()).unwrap();
     db.flush().unwrap();
     drop(db);
     let db = Database::open(dir.path(), opts()).unwrap();
-    assert_eq!(
-        rows(&db, ScanRequest::new("db", "m")),
-        vec![(Some("a".into()), 1, Some(1.0))]
-    );
+    assert_eq!(rows(&db, ScanRequest::new("db", "m")), vec![(Some("a".into()), 1, Some(1.0))]);
 }

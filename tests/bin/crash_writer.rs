@@ -7,6 +7,8 @@
 //! Batch `k` holds `rows_of(k)` rows of series `writer=<k % 3>`, at times
 //! `k * 1000 + i`, with fields `k` (i64) = k, `i` (i64) = i and `x` (f64) = k + i / 1000.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+
 use std::io::Write;
 use std::sync::Arc;
 
@@ -40,10 +42,7 @@ fn main() {
         std::process::exit(2);
     };
     // A small buffer so flushes (segment writes, manifest swaps, WAL trims) happen while we are killed.
-    let options = Options {
-        max_buffer_bytes: 64 * 1024,
-        ..Options::default()
-    };
+    let options = Options { max_buffer_bytes: 64 * 1024, ..Options::default() };
     let db = match Database::open(&dir, options) {
         Ok(db) => Arc::new(db),
         Err(e) => {

@@ -44,18 +44,10 @@ pub(crate) fn header() -> [u8; HEADER_LEN] {
 /// damaged version byte reads as damage, not as a newer format).
 pub(crate) fn check_header(path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
     if data.get(..8) != Some(&MAGIC[..]) {
-        return Err(crate::Error::corruption(
-            path,
-            0,
-            "bad magic: not a Telemark segment file",
-        ));
+        return Err(crate::Error::corruption(path, 0, "bad magic: not a Telemark segment file"));
     }
     let Some(h) = data.get(..HEADER_LEN) else {
-        return Err(crate::Error::corruption(
-            path,
-            0,
-            "file header is incomplete",
-        ));
+        return Err(crate::Error::corruption(path, 0, "file header is incomplete"));
     };
     let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
     let actual = crc32c::crc32c(&h[..12]);
@@ -117,17 +109,7 @@ impl ChunkHeader {
         let max_time = r.i64("chunk max time")?;
         let min_value = r.u64("chunk min value")?.to_le_bytes();
         let max_value = r.u64("chunk max value")?.to_le_bytes();
-        Ok(ChunkHeader {
-            codec,
-            flags,
-            rows,
-            values,
-            payload_len,
-            min_time,
-            max_time,
-            min_value,
-            max_value,
-        })
+        Ok(ChunkHeader { codec, flags, rows, values, payload_len, min_time, max_time, min_value, max_value })
     }
 }
 
@@ -228,20 +210,16 @@ impl Footer {
         for _ in 0..ncols {
             let name = r.str("column name")?.to_string();
             let code = r.u8("column kind")?;
-            let kind = ColumnKind::from_code(code)
-                .ok_or_else(|| r.error(format!("unknown column kind {code}")))?;
+            let kind = ColumnKind::from_code(code).ok_or_else(|| r.error(format!("unknown column kind {code}")))?;
             columns.push((name, kind));
         }
         let col_id = |r: &mut Reader<'_>, what: &str| -> ReadResult<u32> {
             let at = r.pos();
             let c = r.varint(what)?;
-            u32::try_from(c)
-                .ok()
-                .filter(|c| (*c as usize) < ncols)
-                .ok_or(crate::bytes::ReadError {
-                    offset: at,
-                    detail: format!("{what} {c} out of range ({ncols} columns)"),
-                })
+            u32::try_from(c).ok().filter(|c| (*c as usize) < ncols).ok_or(crate::bytes::ReadError {
+                offset: at,
+                detail: format!("{what} {c} out of range ({ncols} columns)"),
+            })
         };
         let nseries = r.len(r.remaining(), "series count")?;
         let mut series = Vec::with_capacity(nseries);
@@ -262,29 +240,13 @@ impl Footer {
                 let c = r.varint("chunk column")?;
                 let column = match c {
                     0 => None,
-                    c => Some(
-                        u32::try_from(c - 1)
-                            .ok()
-                            .filter(|c| (*c as usize) < ncols)
-                            .ok_or(crate::bytes::ReadError {
-                                offset: at,
-                                detail: format!("chunk column {c} out of range"),
-                            })?,
-                    ),
+                    c => Some(u32::try_from(c - 1).ok().filter(|c| (*c as usize) < ncols).ok_or(
+                        crate::bytes::ReadError { offset: at, detail: format!("chunk column {c} out of range") },
+                    )?),
                 };
-                chunks.push(ChunkRef {
-                    column,
-                    offset: r.u64("chunk offset")?,
-                    len: r.u32("chunk length")?,
-                });
+                chunks.push(ChunkRef { column, offset: r.u64("chunk offset")?, len: r.u32("chunk length")? });
             }
-            series.push(SeriesEntry {
-                tags,
-                rows: srows,
-                min_time: smin,
-                max_time: smax,
-                chunks,
-            });
+            series.push(SeriesEntry { tags, rows: srows, min_time: smin, max_time: smax, chunks });
         }
         let npost = r.len(r.remaining(), "postings count")?;
         let mut postings = Vec::with_capacity(npost);
@@ -297,34 +259,16 @@ impl Footer {
             for _ in 0..n {
                 let at = r.pos();
                 let d = r.varint("series id")?;
-                let id = u32::try_from(d)
-                    .ok()
-                    .and_then(|d| prev.checked_add(d))
-                    .filter(|id| (*id as usize) < nseries);
-                let id = id.ok_or(crate::bytes::ReadError {
-                    offset: at,
-                    detail: "series id out of range".into(),
-                })?;
+                let id = u32::try_from(d).ok().and_then(|d| prev.checked_add(d)).filter(|id| (*id as usize) < nseries);
+                let id = id.ok_or(crate::bytes::ReadError { offset: at, detail: "series id out of range".into() })?;
                 ids.push(id);
                 prev = id;
             }
             postings.push((col, value, ids));
         }
         if r.remaining() != 0 {
-            return Err(r.error(format!(
-                "{} unexpected bytes after the footer",
-                r.remaining()
-            )));
+            return Err(r.error(format!("{} unexpected bytes after the footer", r.remaining())));
         }
-        Ok(Footer {
-            table,
-            partition_start,
-            min_time,
-            max_time,
-            rows,
-            columns,
-            series,
-            postings,
-        })
+        Ok(Footer { table, partition_start, min_time, max_time, rows, columns, series, postings })
     }
 }

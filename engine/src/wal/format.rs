@@ -45,18 +45,10 @@ pub(crate) fn header() -> [u8; HEADER_LEN] {
 /// damaged version byte reads as damage, not as a newer format).
 pub(crate) fn check_header(path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
     if data.get(..8) != Some(&MAGIC[..]) {
-        return Err(crate::Error::corruption(
-            path,
-            0,
-            "bad magic: not a Telemark WAL file",
-        ));
+        return Err(crate::Error::corruption(path, 0, "bad magic: not a Telemark WAL file"));
     }
     let Some(h) = data.get(..HEADER_LEN) else {
-        return Err(crate::Error::corruption(
-            path,
-            0,
-            "file header is incomplete",
-        ));
+        return Err(crate::Error::corruption(path, 0, "file header is incomplete"));
     };
     let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
     let actual = crc32c::crc32c(&h[..12]);
@@ -137,9 +129,7 @@ pub(crate) fn put_bitmap(out: &mut Vec<u8>, bits: &[bool]) {
 
 pub(crate) fn read_bitmap(r: &mut Reader<'_>, n: usize, what: &str) -> ReadResult<Vec<bool>> {
     let bytes = r.take(n.div_ceil(8), what)?;
-    Ok((0..n)
-        .map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1))
-        .collect())
+    Ok((0..n).map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)).collect())
 }
 
 /// Decodes a record payload (already checksummed) into its sequence number and rows.
@@ -163,8 +153,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> ReadResult<(u64, TableWrite)> {
     for _ in 0..ncols {
         let name = r.str("column name")?.to_string();
         let code = r.u8("column kind")?;
-        let kind = ColumnKind::from_code(code)
-            .ok_or_else(|| r.error(format!("unknown column kind {code}")))?;
+        let kind = ColumnKind::from_code(code).ok_or_else(|| r.error(format!("unknown column kind {code}")))?;
         let valid = match r.u8("validity flag")? {
             0 => vec![true; rows],
             1 => read_bitmap(&mut r, rows, "validity bitmap")?,
@@ -201,27 +190,12 @@ pub(crate) fn decode_payload(payload: &[u8]) -> ReadResult<(u64, TableWrite)> {
                 Values::Str(v)
             }
         };
-        columns.push(BatchColumn {
-            name,
-            kind,
-            data: Column { values, valid },
-        });
+        columns.push(BatchColumn { name, kind, data: Column { values, valid } });
     }
     if r.remaining() != 0 {
-        return Err(r.error(format!(
-            "{} unexpected bytes after the record",
-            r.remaining()
-        )));
+        return Err(r.error(format!("{} unexpected bytes after the record", r.remaining())));
     }
-    Ok((
-        seq,
-        TableWrite {
-            database,
-            table,
-            times,
-            columns,
-        },
-    ))
+    Ok((seq, TableWrite { database, table, times, columns }))
 }
 
 #[cfg(test)]
@@ -246,18 +220,12 @@ mod tests {
                 BatchColumn {
                     name: "v".into(),
                     kind: ColumnKind::Field(FieldType::F64),
-                    data: Column {
-                        values: Values::F64(vec![f64::NAN, -0.0, 1.5]),
-                        valid: vec![true; 3],
-                    },
+                    data: Column { values: Values::F64(vec![f64::NAN, -0.0, 1.5]), valid: vec![true; 3] },
                 },
                 BatchColumn {
                     name: "ok".into(),
                     kind: ColumnKind::Field(FieldType::Bool),
-                    data: Column {
-                        values: Values::Bool(vec![true, false, true]),
-                        valid: vec![true; 3],
-                    },
+                    data: Column { values: Values::Bool(vec![true, false, true]), valid: vec![true; 3] },
                 },
             ],
         }
@@ -270,17 +238,12 @@ mod tests {
         encode_record(42, &w, &mut out);
         let len = u32::from_le_bytes(out[0..4].try_into().unwrap()) as usize;
         assert_eq!(len, out.len() - FRAME_LEN);
-        assert_eq!(
-            u32::from_le_bytes(out[4..8].try_into().unwrap()),
-            crc32c::crc32c(&out[8..])
-        );
+        assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), crc32c::crc32c(&out[8..]));
         let (seq, back) = decode_payload(&out[8..]).unwrap();
         assert_eq!(seq, 42);
         assert_eq!(back.times, w.times);
         assert_eq!(back.columns.len(), 3);
-        let Values::F64(v) = &back.columns[1].data.values else {
-            panic!()
-        };
+        let Values::F64(v) = &back.columns[1].data.values else { panic!() };
         assert_eq!(v[0].to_bits(), f64::NAN.to_bits());
         assert_eq!(v[1].to_bits(), (-0.0f64).to_bits());
         assert_eq!(back.columns[0].data.valid, vec![true, false, true]);
