@@ -208,6 +208,24 @@ impl Column {
         }
     }
 
+    /// Appends rows `lo..hi` of `other` (same type); rows past its end are null.
+    pub(crate) fn extend_range(&mut self, other: &Column, lo: usize, hi: usize) {
+        let end = hi.min(other.len()).max(lo);
+        match (&mut self.values, &other.values) {
+            (Values::F64(a), Values::F64(b)) => a.extend_from_slice(b.get(lo..end).unwrap_or_default()),
+            (Values::I64(a), Values::I64(b)) => a.extend_from_slice(b.get(lo..end).unwrap_or_default()),
+            (Values::U64(a), Values::U64(b)) => a.extend_from_slice(b.get(lo..end).unwrap_or_default()),
+            (Values::Bool(a), Values::Bool(b)) => a.extend_from_slice(b.get(lo..end).unwrap_or_default()),
+            (Values::Str(a), Values::Str(b)) => a.extend_from_slice(b.get(lo..end).unwrap_or_default()),
+            _ => {
+                (lo..hi).for_each(|_| self.push_null());
+                return;
+            }
+        }
+        self.valid.extend_from_slice(other.valid.get(lo..end).unwrap_or_default());
+        (end..hi).for_each(|_| self.push_null());
+    }
+
     /// Appends row `i` of `other` (null if `other` is shorter or null there).
     pub(crate) fn push_from(&mut self, other: &Column, i: usize) {
         if other.is_valid(i) {

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
@@ -279,7 +280,7 @@ impl ScanStream {
         if acc.rows == 0 {
             return Ok(None);
         }
-        acc.finish(&self.plan.out, self.plan.schema.clone()).map(Some)
+        acc.finish(self.plan.schema.clone()).map(Some)
     }
 }
 
@@ -300,10 +301,18 @@ impl Iterator for ScanStream {
     }
 }
 
+/// Output being gathered for one record batch.
+enum Acc {
+    Time,
+    /// Runs of (tag value, rows): a series has one value for all its rows.
+    Tag(Vec<(Option<String>, usize)>),
+    Field(Column),
+}
+
 struct Accumulator {
     rows: usize,
     times: Vec<i64>,
-    cols: Vec<Column>,
+    cols: Vec<Acc>,
 }
 
 impl Accumulator {
@@ -311,8 +320,9 @@ impl Accumulator {
         let cols = out
             .iter()
             .map(|c| match c {
-                OutColumn::Time | OutColumn::Tag(_) => Column::new(FieldType::String),
-                OutColumn::Field(_, t) => Column::new(*t),
+                OutColumn::Time => Acc::Time,
+                OutColumn::Tag(_) => Acc::Tag(Vec::new()),
+                OutColumn::Field(_, t) => Acc::Field(Column::new(*t)),
             })
             .collect();
         Accumulator { rows: 0, times: Vec::new(), cols }
@@ -320,46 +330,52 @@ impl Accumulator {
 
     fn push(&mut self, out: &[OutColumn], key: &SeriesKey, data: &SeriesData, lo: usize, hi: usize) {
         self.times.extend_from_slice(data.times.get(lo..hi).unwrap_or_default());
-        for (c, col) in out.iter().zip(self.cols.iter_mut()) {
-            match c {
-                OutColumn::Time => {}
-                OutColumn::Tag(name) => {
-                    let v = key.get(name);
-                    for _ in lo..hi {
-                        match v {
-                            Some(v) => {
-                                col.values.push_value(crate::FieldValue::Str(v.to_string()));
-                                col.valid.push(true);
-                            }
-                            None => col.push_null(),
-                        }
-                    }
-                }
-                OutColumn::Field(id, _) => match data.columns.get(*id).and_then(Option::as_ref) {
-                    Some(src) => (lo..hi).for_each(|i| col.push_from(src, i)),
+        for (c, acc) in out.iter().zip(self.cols.iter_mut()) {
+            match (c, acc) {
+                (OutColumn::Tag(name), Acc::Tag(runs)) => runs.push((key.get(name).map(str::to_string), hi - lo)),
+                (OutColumn::Field(id, _), Acc::Field(col)) => match data.columns.get(*id).and_then(Option::as_ref) {
+                    Some(src) => col.extend_range(src, lo, hi),
                     None => (lo..hi).for_each(|_| col.push_null()),
                 },
+                _ => {}
             }
         }
         self.rows += hi - lo;
     }
 
-    fn finish(self, out: &[OutColumn], schema: SchemaRef) -> Result<RecordBatch> {
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(out.len());
+    fn finish(self, schema: SchemaRef) -> Result<RecordBatch> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.cols.len());
         let times = ScalarBuffer::from(self.times);
-        for (c, col) in out.iter().zip(self.cols) {
-            let nulls = if col.valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(col.valid)) };
-            let a: ArrayRef = match (c, col.values) {
-                (OutColumn::Time, _) => Arc::new(TimestampNanosecondArray::new(times.clone(), None)),
-                (_, Values::F64(v)) => Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls)),
-                (_, Values::I64(v)) => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
-                (_, Values::U64(v)) => Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
-                (_, Values::Bool(v)) => Arc::new(BooleanArray::new(v.into(), nulls)),
-                (_, Values::Str(v)) => Arc::new(StringArray::from_iter(
-                    v.into_iter()
-                        .zip(nulls.iter().flat_map(|n| n.iter()).chain(std::iter::repeat(true)))
-                        .map(|(s, ok)| ok.then_some(s)),
-                )),
+        for acc in self.cols {
+            let a: ArrayRef = match acc {
+                Acc::Time => Arc::new(TimestampNanosecondArray::new(times.clone(), None)),
+                Acc::Tag(runs) => {
+                    let bytes = runs.iter().map(|(v, n)| v.as_ref().map_or(0, String::len) * n).sum();
+                    let mut b = StringBuilder::with_capacity(self.rows, bytes);
+                    for (v, n) in &runs {
+                        for _ in 0..*n {
+                            b.append_option(v.as_deref());
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Acc::Field(col) => {
+                    let nulls = if col.valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(col.valid)) };
+                    match col.values {
+                        Values::F64(v) => Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls)),
+                        Values::I64(v) => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+                        Values::U64(v) => Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
+                        Values::Bool(v) => Arc::new(BooleanArray::new(v.into(), nulls)),
+                        Values::Str(v) => {
+                            let valid = nulls.as_ref();
+                            Arc::new(StringArray::from_iter(
+                                v.iter()
+                                    .enumerate()
+                                    .map(|(i, s)| valid.is_none_or(|n| n.is_valid(i)).then_some(s.as_str())),
+                            ))
+                        }
+                    }
+                }
             };
             arrays.push(a);
         }

@@ -411,7 +411,8 @@ impl SegmentReader {
         if !times.windows(2).all(|w| w[0] < w[1]) {
             return Err(self.corrupt(time_ref.offset, "timestamps in a segment series are not strictly increasing"));
         }
-        data.times = times.get(lo..hi).map(<[i64]>::to_vec).unwrap_or_default();
+        let full = lo == 0 && hi == times.len();
+        data.times = if full { times } else { times.get(lo..hi).map(<[i64]>::to_vec).unwrap_or_default() };
         for &(table_id, name, kind) in wanted {
             let Some(&local) = self.by_name.get(name) else {
                 continue;
@@ -424,7 +425,7 @@ impl SegmentReader {
             };
             let t = kind.value_type();
             let col = self.read_chunk(cref, rows, t, codec_for(t))?;
-            let sliced = slice_column(&col, lo, hi);
+            let sliced = slice_column(col, lo, hi);
             if let Some(slot) = data.columns.get_mut(table_id) {
                 *slot = Some(sliced);
             }
@@ -552,13 +553,11 @@ fn expand<T: Default>(present: Vec<T>, valid: &[bool]) -> Vec<T> {
     valid.iter().map(|ok| if *ok { it.next().unwrap_or_default() } else { T::default() }).collect()
 }
 
-fn slice_column(col: &Column, lo: usize, hi: usize) -> Column {
+fn slice_column(col: Column, lo: usize, hi: usize) -> Column {
     if lo == 0 && hi == col.len() {
-        return col.clone();
+        return col;
     }
     let mut out = Column::with_capacity(col.values.field_type(), hi.saturating_sub(lo));
-    for i in lo..hi {
-        out.push_from(col, i);
-    }
+    out.extend_range(&col, lo, hi);
     out
 }
