@@ -390,12 +390,16 @@ impl Inner {
                 let stored = schema.id_of(&c.column).and_then(|id| schema.column(id)).map(|d| d.kind);
                 let message = match stored {
                     Some(kind) => format!(
-                        "database `{database}`, table `{table}`: column `{}` is a {kind}, got a {} value",
-                        c.column, c.offered
+                        "database `{database}`, table `{table}`: column `{}` is {}, got {} value",
+                        c.column,
+                        kind.with_article(),
+                        c.offered.with_article()
                     ),
                     None => format!(
-                        "database `{database}`, table `{table}`: column `{}` is a {} earlier in this batch, got a {} value",
-                        c.column, c.first, c.offered
+                        "database `{database}`, table `{table}`: column `{}` is {} earlier in this batch, got {} value",
+                        c.column,
+                        c.first.with_article(),
+                        c.offered.with_article()
                     ),
                 };
                 reject(c.row, &c.column, message);
@@ -410,8 +414,10 @@ impl Inner {
                 match schema.id_of(&c.name).and_then(|id| schema.column(id)) {
                     Some(def) if def.kind != c.kind => {
                         let msg = format!(
-                            "database `{database}`, table `{table}`: column `{}` is a {}, got a {} value",
-                            c.name, def.kind, c.kind
+                            "database `{database}`, table `{table}`: column `{}` is {}, got {} value",
+                            c.name,
+                            def.kind.with_article(),
+                            c.kind.with_article()
                         );
                         rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
                     }

@@ -58,6 +58,8 @@ mod error;
 pub mod fs;
 mod manifest;
 mod options;
+#[cfg(feature = "sql")]
+pub mod query;
 mod scan;
 mod schema;
 mod segment;

@@ -177,8 +177,11 @@ impl ScanPlan {
                 Some(def) if def.kind == ColumnKind::Tag => {}
                 Some(def) => {
                     return Err(Error::InvalidInput(format!(
-                        "column `{}` of {}.{} is a {}, not a tag; filter it in SQL instead",
-                        f.tag, req.database, req.table, def.kind
+                        "column `{}` of {}.{} is {}, not a tag; filter it in SQL instead",
+                        f.tag,
+                        req.database,
+                        req.table,
+                        def.kind.with_article()
                     )));
                 }
                 None => {} // an unknown tag matches no series
@@ -379,6 +382,9 @@ impl Accumulator {
             };
             arrays.push(a);
         }
-        RecordBatch::try_new(schema, arrays).map_err(|e| Error::Internal(format!("building a record batch: {e}")))
+        // An empty projection (e.g. `count(*)`) still carries its row count.
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(self.rows));
+        RecordBatch::try_new_with_options(schema, arrays, &options)
+            .map_err(|e| Error::Internal(format!("building a record batch: {e}")))
     }
 }

@@ -106,6 +106,16 @@ impl ColumnKind {
     }
 }
 
+impl ColumnKind {
+    /// The kind with its indefinite article: "a tag", "an integer field".
+    pub fn with_article(self) -> String {
+        match self {
+            ColumnKind::Field(FieldType::I64 | FieldType::U64) => format!("an {self}"),
+            _ => format!("a {self}"),
+        }
+    }
+}
+
 impl std::fmt::Display for ColumnKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -326,7 +326,7 @@ impl SegmentReader {
             ));
         };
         let actual = crc32c::crc32c(fbytes);
-        if actual != footer_crc {
+        if !crate::bytes::checksum_matches(footer_crc, actual) {
             return Err(corrupt(
                 footer_offset,
                 format!("footer checksum mismatch (expected {footer_crc:#010x}, found {actual:#010x})"),
@@ -458,7 +458,7 @@ impl SegmentReader {
         let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
         let actual = crc32c::crc32c(body);
-        if stored != actual {
+        if !crate::bytes::checksum_matches(stored, actual) {
             return Err(
                 self.corrupt(off, format!("chunk checksum mismatch (expected {stored:#010x}, found {actual:#010x})"))
             );

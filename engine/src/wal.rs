@@ -242,7 +242,7 @@ fn scan_file(
             return damaged(format!("record needs {len} payload bytes, the file has {}", rest.len() - FRAME_LEN), true);
         };
         let actual = crc32c::crc32c(payload);
-        if actual != crc {
+        if !crate::bytes::checksum_matches(crc, actual) {
             return damaged(
                 format!("record checksum mismatch (expected {crc:#010x}, found {actual:#010x})"),
                 is_last_record(rest, len),

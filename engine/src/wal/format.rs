@@ -52,7 +52,7 @@ pub(crate) fn check_header(path: &std::path::Path, data: &[u8]) -> crate::Result
     };
     let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
     let actual = crc32c::crc32c(&h[..12]);
-    if stored != actual {
+    if !crate::bytes::checksum_matches(stored, actual) {
         return Err(crate::Error::corruption(
             path,
             12,
