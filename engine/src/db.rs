@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -63,6 +63,23 @@ pub struct DatabaseStats {
     pub segment_rows: u64,
     /// Last WAL sequence number made durable.
     pub durable_seq: u64,
+    /// WAL fsyncs since open (each may cover many writes: group commit).
+    pub wal_syncs: u64,
+    /// Total time spent in WAL fsyncs since open, in nanoseconds.
+    pub wal_sync_nanos: u64,
+    /// Rows written since open.
+    pub rows_written: u64,
+    /// Flushes of the write buffer since open.
+    pub flushes: u64,
+}
+
+/// Monotonic counters, read by [`Database::stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    wal_syncs: AtomicU64,
+    wal_sync_nanos: AtomicU64,
+    rows_written: AtomicU64,
+    flushes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -83,6 +100,7 @@ struct Inner {
     poisoned: RwLock<Option<String>>,
     closed: AtomicBool,
     flush_signal: (Mutex<bool>, Condvar),
+    counters: Counters,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +219,7 @@ impl Database {
             poisoned: RwLock::new(None),
             closed: AtomicBool::new(false),
             flush_signal: (Mutex::new(false), Condvar::new()),
+            counters: Counters::default(),
             options,
         });
         let flusher = if inner.options.background_flush {
@@ -304,6 +323,11 @@ impl Database {
             s.segment_rows += h.entry.rows;
         }
         s.durable_seq = lock(&self.inner.queue).durable_seq;
+        let c = &self.inner.counters;
+        s.wal_syncs = c.wal_syncs.load(Ordering::Relaxed);
+        s.wal_sync_nanos = c.wal_sync_nanos.load(Ordering::Relaxed);
+        s.rows_written = c.rows_written.load(Ordering::Relaxed);
+        s.flushes = c.flushes.load(Ordering::Relaxed);
         s
     }
 
@@ -516,7 +540,11 @@ impl Inner {
             let mut wal = lock(&self.wal);
             wal.append(&framed)?;
             if self.options.durability == Durability::Sync {
+                let started = std::time::Instant::now();
                 wal.sync()?;
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                self.counters.wal_sync_nanos.fetch_add(nanos, Ordering::Relaxed);
             }
             if wal.size() >= self.options.wal_file_bytes
                 && let Some(last) = group.last()
@@ -534,6 +562,7 @@ impl Inner {
                 )));
             };
             state.active.apply(p.seq, &p.write, schema);
+            self.counters.rows_written.fetch_add(p.write.times.len() as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -651,6 +680,7 @@ impl Inner {
             }
         }
         self.trim_wal(flushed_seq)?;
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(flushed_seq, written_bytes, "flushed write buffer");
         Ok(())
     }

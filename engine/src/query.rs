@@ -45,6 +45,34 @@ use crate::Database;
 pub use convert::record_batch_to_write;
 pub use table::TelemarkScanExec;
 
+/// Which databases a session may read and write. Databases it may not read
+/// are invisible to it: absent from the catalog, `SHOW TABLES` and
+/// `information_schema`, so a query naming one fails as if it did not exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Databases the session reads; `None` = all.
+    pub read: Option<std::collections::BTreeSet<String>>,
+    /// Databases the session writes (`INSERT INTO`); `None` = all.
+    pub write: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Access {
+    /// Reads and writes everything.
+    pub fn all() -> Self {
+        Access { read: None, write: None }
+    }
+
+    /// May the session read `database`?
+    pub fn can_read(&self, database: &str) -> bool {
+        self.read.as_ref().is_none_or(|s| s.contains(database))
+    }
+
+    /// May the session write `database`?
+    pub fn can_write(&self, database: &str) -> bool {
+        self.write.as_ref().is_none_or(|s| s.contains(database))
+    }
+}
+
 /// The name of the one catalog; databases are its schemas.
 pub const CATALOG: &str = "telemark";
 
@@ -69,12 +97,19 @@ impl QueryEngine {
     /// names resolve there), with `information_schema` enabled and the
     /// time-series functions registered.
     pub fn context(&self, database: Option<&str>) -> SessionContext {
-        let config = SessionConfig::new()
+        self.context_with_access(database, Access::all())
+    }
+
+    /// Like [`QueryEngine::context`], limited to the databases `access` allows.
+    pub fn context_with_access(&self, database: Option<&str>, access: Access) -> SessionContext {
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, database.unwrap_or("public"));
+        // Plain Utf8 for SQL string types: Grafana and other Arrow clients do not read Utf8View.
+        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         let ctx = SessionContext::new_with_config(config);
-        ctx.register_catalog(CATALOG, Arc::new(catalog::TelemarkCatalog::new(self.db.clone())));
+        ctx.register_catalog(CATALOG, Arc::new(catalog::TelemarkCatalog::new(self.db.clone(), Arc::new(access))));
         functions::register(&ctx);
         ctx
     }

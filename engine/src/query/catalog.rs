@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 
+use super::Access;
 use super::table::TelemarkTable;
 use crate::Database;
 
@@ -13,23 +14,26 @@ use crate::Database;
 #[derive(Debug)]
 pub(crate) struct TelemarkCatalog {
     db: Arc<Database>,
+    access: Arc<Access>,
 }
 
 impl TelemarkCatalog {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
-        TelemarkCatalog { db }
+    pub(crate) fn new(db: Arc<Database>, access: Arc<Access>) -> Self {
+        TelemarkCatalog { db, access }
     }
 }
 
 impl CatalogProvider for TelemarkCatalog {
     fn schema_names(&self) -> Vec<String> {
-        self.db.databases()
+        self.db.databases().into_iter().filter(|d| self.access.can_read(d)).collect()
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.db.databases().iter().any(|d| d == name).then(|| {
-            Arc::new(DatabaseSchema { db: self.db.clone(), name: name.to_string() }) as Arc<dyn SchemaProvider>
-        })
+        if !self.access.can_read(name) || !self.db.databases().iter().any(|d| d == name) {
+            return None;
+        }
+        let writable = self.access.can_write(name);
+        Some(Arc::new(DatabaseSchema { db: self.db.clone(), name: name.to_string(), writable }))
     }
 }
 
@@ -38,6 +42,7 @@ impl CatalogProvider for TelemarkCatalog {
 pub(crate) struct DatabaseSchema {
     db: Arc<Database>,
     name: String,
+    writable: bool,
 }
 
 #[async_trait]
@@ -48,7 +53,8 @@ impl SchemaProvider for DatabaseSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         Ok(self.db.table_schema(&self.name, name).map(|schema| {
-            Arc::new(TelemarkTable::new(self.db.clone(), &self.name, name, schema)) as Arc<dyn TableProvider>
+            Arc::new(TelemarkTable::new(self.db.clone(), &self.name, name, schema, self.writable))
+                as Arc<dyn TableProvider>
         }))
     }
 

@@ -36,12 +36,13 @@ pub(crate) struct TelemarkTable {
     table: String,
     schema: TableSchema,
     arrow: SchemaRef,
+    writable: bool,
 }
 
 impl TelemarkTable {
-    pub(crate) fn new(db: Arc<Database>, database: &str, table: &str, schema: TableSchema) -> Self {
+    pub(crate) fn new(db: Arc<Database>, database: &str, table: &str, schema: TableSchema, writable: bool) -> Self {
         let arrow = crate::arrow_schema(&schema);
-        TelemarkTable { db, database: database.to_string(), table: table.to_string(), schema, arrow }
+        TelemarkTable { db, database: database.to_string(), table: table.to_string(), schema, arrow, writable }
     }
 }
 
@@ -207,6 +208,12 @@ impl TableProvider for TelemarkTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !self.writable {
+            return Err(DataFusionError::Plan(format!(
+                "permission denied: this token may not write database `{}`",
+                self.database
+            )));
+        }
         if insert_op != InsertOp::Append {
             return Err(DataFusionError::NotImplemented(format!(
                 "{insert_op} is not supported; Telemark tables take INSERT INTO (appends; same series and time: last write wins)"

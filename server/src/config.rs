@@ -1,0 +1,187 @@
+//! Configuration: a TOML file, overridden by command-line flags.
+//! `telemark serve --print-config` prints the effective configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every field has a default, so an empty file (or
+/// none) gives a working embedded server on loopback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the data lives.
+    pub data_dir: PathBuf,
+    /// HTTP API address (SQL queries, health, metrics).
+    pub http_addr: SocketAddr,
+    /// Arrow Flight SQL (gRPC) address.
+    pub flight_addr: SocketAddr,
+    /// Allow binding a non-loopback address with no tokens configured (anyone can read and write).
+    pub allow_unauthenticated: bool,
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest gRPC message, in bytes, each way.
+    pub max_grpc_message_bytes: usize,
+    /// Storage engine settings.
+    pub storage: StorageConfig,
+    /// TLS for the HTTP and Flight SQL listeners; off when absent.
+    pub tls: Option<TlsConfig>,
+    /// API tokens. With none, authentication is off (loopback only, unless allowed above).
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// Storage engine settings (see `telemark_engine::Options`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// "sync" (acknowledge after fsync; survives power loss) or "buffered"
+    /// (acknowledge after write(2); survives a process crash).
+    pub durability: String,
+    /// Flush the write buffer at about this many bytes.
+    pub max_buffer_bytes: usize,
+    /// Flush the write buffer when its oldest row is this many seconds old.
+    pub max_buffer_age_secs: u64,
+    /// Width of a time partition, in seconds.
+    pub partition_secs: u64,
+    /// Start a new WAL file past this size.
+    pub wal_file_bytes: u64,
+}
+
+/// Certificate and key files (PEM).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// A token and what it may do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs.
+    pub name: String,
+    /// The secret, sent as `Authorization: Bearer <token>` (or `Token <token>`).
+    pub token: String,
+    /// Databases it may read; `["*"]` for all.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Databases it may write; `["*"]` for all.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Username for basic auth (Flight SQL handshake); the password is the token.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("telemark-data"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 8182)),
+            allow_unauthenticated: false,
+            max_body_bytes: 64 << 20,
+            max_grpc_message_bytes: 16 << 20,
+            storage: StorageConfig::default(),
+            tls: None,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let o = telemark_engine::Options::default();
+        StorageConfig {
+            durability: "sync".into(),
+            max_buffer_bytes: o.max_buffer_bytes,
+            max_buffer_age_secs: o.max_buffer_age.as_secs(),
+            partition_secs: o.partition_duration.as_secs(),
+            wal_file_bytes: o.wal_file_bytes,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors that name them.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// The engine options this configuration asks for.
+    pub fn engine_options(&self) -> Result<telemark_engine::Options, String> {
+        let durability = match self.storage.durability.as_str() {
+            "sync" => telemark_engine::Durability::Sync,
+            "buffered" => telemark_engine::Durability::Buffered,
+            other => return Err(format!("storage.durability must be \"sync\" or \"buffered\", got {other:?}")),
+        };
+        Ok(telemark_engine::Options {
+            durability,
+            max_buffer_bytes: self.storage.max_buffer_bytes,
+            max_buffer_age: Duration::from_secs(self.storage.max_buffer_age_secs.max(1)),
+            partition_duration: Duration::from_secs(self.storage.partition_secs.max(1)),
+            wal_file_bytes: self.storage.wal_file_bytes,
+            ..telemark_engine::Options::default()
+        })
+    }
+
+    /// Refuses to expose an unauthenticated server beyond loopback.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if !self.tokens.is_empty() || self.allow_unauthenticated {
+            return Ok(());
+        }
+        for (name, addr) in [("http_addr", self.http_addr), ("flight_addr", self.flight_addr)] {
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "{name} = {addr} is not a loopback address and no tokens are configured, so anyone who can reach it \
+                     could read and write all data. Configure [[tokens]] in the config file, or pass \
+                     --allow-unauthenticated (allow_unauthenticated = true) if that is really what you want."
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, with every option.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_and_unknown_keys_are_named() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.http_addr.port(), 8181);
+        assert!(c.check_exposure().is_ok());
+        let e = toml::from_str::<Config>("htp_addr = \"1.2.3.4:1\"").unwrap_err().to_string();
+        assert!(e.contains("htp_addr"), "{e}");
+    }
+
+    #[test]
+    fn public_bind_without_tokens_is_refused() {
+        let c: Config = toml::from_str("http_addr = \"0.0.0.0:8181\"").unwrap();
+        let e = c.check_exposure().unwrap_err();
+        assert!(e.contains("--allow-unauthenticated"), "{e}");
+        let c: Config =
+            toml::from_str("http_addr = \"0.0.0.0:8181\"\n[[tokens]]\nname = \"a\"\ntoken = \"t\"\nread = [\"*\"]")
+                .unwrap();
+        assert!(c.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let c = Config::default();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.to_toml(), c.to_toml());
+    }
+}

@@ -1,0 +1,259 @@
+//! The HTTP API: SQL queries, health and metrics.
+//!
+//! - `GET|POST /api/v3/query_sql?db=DB&q=SQL&format=json|jsonl|csv|arrow|pretty`
+//!   (POST may send the same fields as a JSON body);
+//! - `GET /health`;
+//! - `GET /metrics` (Prometheus text format).
+//!
+//! Errors are JSON `{"error": "…"}` with 400, 401, 403, 404, 413 or 500.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use serde::Deserialize;
+
+use crate::errors::{ApiError, Kind};
+use crate::server::AppState;
+
+/// Builds the router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/api/v3/query_sql", get(query_get).post(query_post))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message }).to_string();
+        (self.kind.http(), [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct QueryParams {
+    db: Option<String>,
+    q: Option<String>,
+    format: Option<String>,
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    match state.db.poisoned() {
+        None => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"pass"}"#).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "status": "fail", "reason": reason }).to_string(),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(&state.db.stats());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn query_get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<QueryParams>,
+) -> Response {
+    run_query(state, headers, params).await
+}
+
+async fn query_post(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(mut params): Query<QueryParams>,
+    body: Bytes,
+) -> Response {
+    if !body.is_empty() {
+        match serde_json::from_slice::<QueryParams>(&body) {
+            Ok(b) => {
+                params.db = b.db.or(params.db);
+                params.q = b.q.or(params.q);
+                params.format = b.format.or(params.format);
+            }
+            Err(e) => {
+                state.metrics.error("http", Kind::BadRequest);
+                return ApiError::new(
+                    Kind::BadRequest,
+                    format!("request body is not JSON with `q`, `db`, `format`: {e}"),
+                )
+                .into_response();
+            }
+        }
+    }
+    run_query(state, headers, params).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Jsonl,
+    Csv,
+    Arrow,
+    Pretty,
+}
+
+impl Format {
+    fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        Ok(match s.unwrap_or("json") {
+            "json" => Format::Json,
+            "jsonl" => Format::Jsonl,
+            "csv" => Format::Csv,
+            "arrow" | "arrow-ipc" => Format::Arrow,
+            "pretty" => Format::Pretty,
+            other => {
+                return Err(ApiError::new(
+                    Kind::BadRequest,
+                    format!("unknown format `{other}`: use json, jsonl, csv, arrow or pretty"),
+                ));
+            }
+        })
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Jsonl => "application/jsonl",
+            Format::Csv => "text/csv",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+            Format::Pretty => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+async fn run_query(state: Arc<AppState>, headers: HeaderMap, params: QueryParams) -> Response {
+    state.metrics.request("http");
+    match query(&state, &headers, params).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.error("http", e.kind);
+            e.into_response()
+        }
+    }
+}
+
+async fn query(state: &Arc<AppState>, headers: &HeaderMap, params: QueryParams) -> Result<Response, ApiError> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = state.auth.check(auth)?;
+    let format = Format::parse(params.format.as_deref())?;
+    let sql = params
+        .q
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| ApiError::new(Kind::BadRequest, "missing query: pass `q`"))?;
+    if let Some(db) = &params.db {
+        principal.require_read(db)?;
+    }
+    let started = Instant::now();
+    let ctx = state.engine.context_with_access(params.db.as_deref(), principal.access.clone());
+    let df = ctx.sql(&sql).await?;
+    let stream = df.execute_stream().await?;
+    let schema = stream.schema();
+    let body = match format {
+        Format::Json | Format::Pretty => {
+            let batches: Vec<RecordBatch> = stream.collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
+            let bytes = if format == Format::Json {
+                let mut w = arrow::json::ArrayWriter::new(Vec::new());
+                for b in &batches {
+                    w.write(b).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+                }
+                w.finish().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+                let out = w.into_inner();
+                if out.is_empty() { b"[]".to_vec() } else { out }
+            } else {
+                arrow::util::pretty::pretty_format_batches(&batches)
+                    .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
+                    .to_string()
+                    .into_bytes()
+            };
+            state.metrics.query(started.elapsed());
+            Body::from(bytes)
+        }
+        Format::Jsonl | Format::Csv | Format::Arrow => {
+            // Streamed batch by batch: a large result never sits in memory whole.
+            let encoder = match format {
+                Format::Jsonl => Encoder::Jsonl,
+                Format::Csv => Encoder::Csv { header: true },
+                _ => Encoder::Arrow(
+                    arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+                        .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?,
+                ),
+            };
+            let metrics = state.metrics.clone();
+            let body = futures::stream::unfold((stream, encoder, false), move |(mut stream, mut enc, done)| {
+                let metrics = metrics.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    match stream.next().await {
+                        Some(Ok(batch)) => Some((enc.encode(&batch), (stream, enc, false))),
+                        Some(Err(e)) => Some((Err(std::io::Error::other(e)), (stream, enc, true))),
+                        None => {
+                            metrics.query(started.elapsed());
+                            Some((enc.finish(), (stream, enc, true)))
+                        }
+                    }
+                }
+            });
+            Body::from_stream(body)
+        }
+    };
+    let mut response = Response::new(body);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    Ok(response)
+}
+
+/// Encodes record batches for a streamed response.
+enum Encoder {
+    Jsonl,
+    Csv { header: bool },
+    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+}
+
+impl Encoder {
+    fn encode(&mut self, batch: &RecordBatch) -> Result<Bytes, std::io::Error> {
+        let mut buf = Vec::new();
+        match self {
+            Encoder::Jsonl => {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+                w.write(batch).map_err(std::io::Error::other)?;
+                w.finish().map_err(std::io::Error::other)?;
+            }
+            Encoder::Csv { header } => {
+                let mut w = arrow::csv::WriterBuilder::new().with_header(*header).build(&mut buf);
+                w.write(batch).map_err(std::io::Error::other)?;
+                *header = false;
+            }
+            Encoder::Arrow(w) => {
+                w.write(batch).map_err(std::io::Error::other)?;
+                buf = std::mem::take(w.get_mut());
+            }
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    fn finish(&mut self) -> Result<Bytes, std::io::Error> {
+        match self {
+            Encoder::Arrow(w) => {
+                w.finish().map_err(std::io::Error::other)?;
+                Ok(Bytes::from(std::mem::take(w.get_mut())))
+            }
+            _ => Ok(Bytes::new()),
+        }
+    }
+}

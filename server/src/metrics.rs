@@ -1,0 +1,113 @@
+//! The server's own metrics, in Prometheus text format at `GET /metrics`.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use telemark_engine::DatabaseStats;
+
+const BUCKETS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Counters and a latency histogram.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    queries: AtomicU64,
+    /// Query latency histogram: counts per bucket (plus +Inf), sum in ns.
+    latency: Mutex<([u64; BUCKETS.len() + 1], u64)>,
+    /// Errors by kind label.
+    errors: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    http_requests: AtomicU64,
+    flight_requests: AtomicU64,
+}
+
+impl Metrics {
+    /// Records a finished query.
+    pub fn query(&self, took: Duration) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let mut h = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        if let Some(c) = h.0.get_mut(i) {
+            *c += 1;
+        }
+        h.1 += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    /// Records an error returned to a client.
+    pub fn error(&self, interface: &'static str, kind: crate::errors::Kind) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((interface, kind.label()))
+            .or_default() += 1;
+    }
+
+    /// Counts a request.
+    pub fn request(&self, interface: &'static str) {
+        match interface {
+            "http" => self.http_requests.fetch_add(1, Ordering::Relaxed),
+            _ => self.flight_requests.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Renders everything, with the engine's counters.
+    pub fn render(&self, db: &DatabaseStats) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in lines {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v.to_string())];
+        metric("telemark_rows_written_total", "counter", "Rows written since start.", &one(db.rows_written));
+        metric("telemark_queries_total", "counter", "SQL queries run.", &one(self.queries.load(Ordering::Relaxed)));
+        metric(
+            "telemark_requests_total",
+            "counter",
+            "Requests by interface.",
+            &[
+                ("{interface=\"http\"}".into(), self.http_requests.load(Ordering::Relaxed).to_string()),
+                ("{interface=\"flight\"}".into(), self.flight_requests.load(Ordering::Relaxed).to_string()),
+            ],
+        );
+        {
+            let h = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut lines = Vec::new();
+            let mut cumulative = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += h.0.get(i).copied().unwrap_or(0);
+                lines.push((format!("_bucket{{le=\"{b}\"}}"), cumulative.to_string()));
+            }
+            cumulative += h.0.get(BUCKETS.len()).copied().unwrap_or(0);
+            lines.push(("_bucket{le=\"+Inf\"}".into(), cumulative.to_string()));
+            lines.push(("_sum".into(), format!("{}", h.1 as f64 / 1e9)));
+            lines.push(("_count".into(), cumulative.to_string()));
+            metric("telemark_query_duration_seconds", "histogram", "SQL query latency.", &lines);
+        }
+        metric("telemark_wal_fsyncs_total", "counter", "WAL fsyncs (one per group commit).", &one(db.wal_syncs));
+        metric(
+            "telemark_wal_fsync_seconds_total",
+            "counter",
+            "Time spent in WAL fsyncs.",
+            &[(String::new(), format!("{}", db.wal_sync_nanos as f64 / 1e9))],
+        );
+        metric(
+            "telemark_buffer_bytes",
+            "gauge",
+            "Approximate bytes in the write buffer.",
+            &one(db.buffered_bytes as u64),
+        );
+        metric("telemark_buffer_rows", "gauge", "Rows in the write buffer.", &one(db.buffered_rows as u64));
+        metric("telemark_segments", "gauge", "Segment files.", &one(db.segments as u64));
+        metric("telemark_segment_bytes", "gauge", "Bytes of segment files.", &one(db.segment_bytes));
+        metric("telemark_flushes_total", "counter", "Write buffer flushes.", &one(db.flushes));
+        let errors = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lines: Vec<_> =
+            errors.iter().map(|((i, k), v)| (format!("{{interface=\"{i}\",kind=\"{k}\"}}"), v.to_string())).collect();
+        metric("telemark_errors_total", "counter", "Errors returned to clients, by interface and kind.", &lines);
+        out
+    }
+}
