@@ -116,7 +116,31 @@ impl QueryEngine {
 
     /// Plans `sql` in a session for `database`.
     pub async fn sql(&self, database: Option<&str>, sql: &str) -> Result<DataFrame, DataFusionError> {
-        self.context(database).sql(sql).await
+        Self::plan(&self.context(database), sql).await
+    }
+
+    /// Plans `sql` in `ctx`, accepting queries, `EXPLAIN` and `INSERT INTO` only.
+    /// DDL (`CREATE EXTERNAL TABLE` would read server files), `COPY … TO`
+    /// (would write them) and `SET`-style statements are refused: schemas
+    /// grow on write, and sessions are not configurable by clients.
+    pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<DataFrame, DataFusionError> {
+        use datafusion::logical_expr::LogicalPlan;
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        let refused = match &plan {
+            LogicalPlan::Ddl(ddl) => Some(format!(
+                "{} is not supported: Telemark creates databases, tables and columns when data is written",
+                ddl.name()
+            )),
+            LogicalPlan::Copy(_) => {
+                Some("COPY is not supported: it would read or write files on the server".to_string())
+            }
+            LogicalPlan::Statement(st) => Some(format!("{} statements are not supported", st.name())),
+            _ => None,
+        };
+        if let Some(reason) = refused {
+            return Err(DataFusionError::Plan(reason));
+        }
+        ctx.execute_logical_plan(plan).await
     }
 }
 

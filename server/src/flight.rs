@@ -218,7 +218,7 @@ impl TelemarkFlightSql {
             p.require_read(db).map_err(|e| self.fail(e.into()))?;
         }
         let ctx = self.state.engine.context_with_access(db, p.access.clone());
-        let mut df = ctx.sql(sql).await.map_err(|e| self.fail(e.into()))?;
+        let mut df = telemark_engine::query::QueryEngine::plan(&ctx, sql).await.map_err(|e| self.fail(e.into()))?;
         if !params.is_empty() {
             df = df.with_param_values(params.to_vec()).map_err(|e| self.fail(e.into()))?;
         }

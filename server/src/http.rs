@@ -160,7 +160,7 @@ async fn query(state: &Arc<AppState>, headers: &HeaderMap, params: QueryParams) 
     }
     let started = Instant::now();
     let ctx = state.engine.context_with_access(params.db.as_deref(), principal.access.clone());
-    let df = ctx.sql(&sql).await?;
+    let df = telemark_engine::query::QueryEngine::plan(&ctx, &sql).await?;
     let stream = df.execute_stream().await?;
     let schema = stream.schema();
     let body = match format {
