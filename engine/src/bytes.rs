@@ -140,6 +140,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Compares a stored checksum with the computed one. Fuzz builds accept any
+/// checksum, so the fuzzer can reach the parsers behind them.
+#[inline]
+pub(crate) fn checksum_matches(stored: u32, actual: u32) -> bool {
+    cfg!(fuzzing) || stored == actual
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,11 +169,4 @@ mod tests {
         let mut r = Reader::new(&[0xff; 11]);
         assert!(r.varint("x").is_err());
     }
-}
-
-/// Compares a stored checksum with the computed one. Fuzz builds accept any
-/// checksum, so the fuzzer can reach the parsers behind them.
-#[inline]
-pub(crate) fn checksum_matches(stored: u32, actual: u32) -> bool {
-    cfg!(fuzzing) || stored == actual
 }

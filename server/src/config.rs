@@ -179,6 +179,13 @@ mod tests {
     }
 
     #[test]
+    fn example_file_is_the_defaults() {
+        let text = include_str!("../telemark.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.to_toml(), Config::default().to_toml(), "telemark.example.toml drifted from the defaults");
+    }
+
+    #[test]
     fn printed_config_parses_back() {
         let c = Config::default();
         let back: Config = toml::from_str(&c.to_toml()).unwrap();

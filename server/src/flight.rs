@@ -496,7 +496,7 @@ impl FlightSqlService for TelemarkFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(request.metadata())?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         info(&schema, query.as_any().encode_to_vec(), request.into_inner())
     }
 

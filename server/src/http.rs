@@ -188,10 +188,10 @@ async fn query(state: &Arc<AppState>, headers: &HeaderMap, params: QueryParams) 
             let encoder = match format {
                 Format::Jsonl => Encoder::Jsonl,
                 Format::Csv => Encoder::Csv { header: true },
-                _ => Encoder::Arrow(
+                _ => Encoder::Arrow(Box::new(
                     arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
                         .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?,
-                ),
+                )),
             };
             let metrics = state.metrics.clone();
             let body = futures::stream::unfold((stream, encoder, false), move |(mut stream, mut enc, done)| {
@@ -222,7 +222,7 @@ async fn query(state: &Arc<AppState>, headers: &HeaderMap, params: QueryParams) 
 enum Encoder {
     Jsonl,
     Csv { header: bool },
-    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Vec<u8>>>),
 }
 
 impl Encoder {
