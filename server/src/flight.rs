@@ -41,6 +41,9 @@ use crate::server::AppState;
 /// Headers that name the database, in the order they are consulted.
 const DATABASE_HEADERS: [&str; 4] = ["database", "bucket", "bucket-name", "iox-namespace-name"];
 
+/// Open prepared statements one token may hold (clients that never close them cannot grow memory without bound).
+const MAX_PREPARED_PER_TOKEN: usize = 4096;
+
 /// The only table type Telemark has.
 const TABLE_TYPE: &str = "BASE TABLE";
 
@@ -234,9 +237,9 @@ impl TelemarkFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
         let df = self.dataframe(p, db, sql, params).await?;
+        let task_ctx = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await.map_err(|e| self.fail(e.into()))?;
         let schema = plain_schema(&plan.schema());
-        let task_ctx = Arc::new(datafusion::execution::TaskContext::default());
         let stream = datafusion::physical_plan::execute_stream(plan, task_ctx).map_err(|e| self.fail(e.into()))?;
         let metrics = self.state.metrics.clone();
         let out_schema = schema.clone();
@@ -330,7 +333,17 @@ impl FlightSqlService for TelemarkFlightSql {
         let dataset_schema = plain_schema(df.schema().as_arrow());
         let handle: Vec<u8> = rand::random::<u64>().to_le_bytes().to_vec();
         let stmt = Prepared { sql, database: db, owner: p.name.clone(), params: Vec::new() };
-        self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(handle.clone(), stmt);
+        {
+            let mut map = self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let owned = map.values().filter(|s| s.owner == p.name).count();
+            if owned >= MAX_PREPARED_PER_TOKEN {
+                return Err(self.fail(ApiError::new(
+                    Kind::TooLarge,
+                    format!("token `{}` has {owned} open prepared statements; close some first", p.name),
+                )));
+            }
+            map.insert(handle.clone(), stmt);
+        }
         let options = arrow::ipc::writer::IpcWriteOptions::default();
         let IpcMessage(schema_bytes) = SchemaAsIpc::new(&dataset_schema, &options)
             .try_into()
