@@ -1,0 +1,190 @@
+"""Dashboard-shaped SQL on a flushed Telemark table, beside DuckDB running
+the same queries on the same rows, in the same run.
+
+    ./scripts/bench-queries.sh            # builds the release binary, installs deps, runs this
+    python benches/dashboard/bench_queries.py --rows 10000000 --bin target/release/telemark
+
+Telemark is measured end to end through the ADBC Flight SQL driver (plan,
+scan, network, Arrow decode in the client); DuckDB in-process on a table in
+its own database file. Same data, same machine, same run.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import warnings
+
+import adbc_driver_flightsql.dbapi as flightsql
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+warnings.filterwarnings("ignore", message="Cannot disable autocommit")
+
+T0 = 1_733_011_200_000_000_000  # 2024-12-01T00:00:00Z
+STEP = 10_000_000_000  # 10 s
+
+
+def make_chunk(devices, first_step, steps, rng):
+    n = devices * steps
+    step_idx = np.repeat(np.arange(first_step, first_step + steps, dtype=np.int64), devices)
+    dev = np.tile(np.arange(devices), steps)
+    jitter = rng.integers(-5, 6, size=n) * 1_000_000  # ±5 ms, as real gateways send
+    time_ns = T0 + step_idx * STEP + jitter
+    velocity = np.round(np.abs(40 + 25 * np.sin(step_idx / 300 + dev)) + rng.normal(0, 2, n), 1)
+    fuel = np.round(np.clip(100 - (step_idx % 8640) / 86.4 - dev % 7, 0, 100), 2)
+    load = rng.integers(0, 5000, size=n)
+    names = np.array([f"truck-{d}" for d in range(devices)], dtype=object)
+    fleets = np.array(["North", "South", "East", "West"], dtype=object)
+    return pa.table({
+        "time": pa.array(time_ns, pa.timestamp("ns")),
+        "name": pa.array(names[dev]),
+        "fleet": pa.array(fleets[dev % 4]),
+        "velocity": pa.array(velocity),
+        "fuel": pa.array(fuel),
+        "load": pa.array(load, pa.int64()),
+    })
+
+
+def start(binary, data_dir):
+    proc = subprocess.Popen([binary, "serve", "--data-dir", str(data_dir), "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    flight = None
+    while flight is None:
+        line = proc.stdout.readline()
+        if not line:
+            sys.exit("telemark serve exited early")
+        if "Flight SQL listening on" in line:
+            flight = line.strip().rsplit(" ", 1)[-1]
+    return proc, flight
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=600)
+
+
+def dir_bytes(path):
+    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+
+
+def same_answers(name, a, b):
+    """Both engines must return the same rows (floats to 1e-9 relative; timestamps compared as naive UTC)."""
+    def norm(row):
+        return tuple(v.replace(tzinfo=None) if hasattr(v, "tzinfo") and v.tzinfo else v for v in row)
+    a, b = sorted(map(norm, a), key=repr), sorted(map(norm, b), key=repr)
+    assert len(a) == len(b), f"{name}: Telemark returned {len(a)} rows, DuckDB {len(b)}"
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            ok = math.isclose(u, v, rel_tol=1e-9) if isinstance(u, float) else u == v
+            assert ok, f"{name}: Telemark row {x} differs from DuckDB row {y}"
+
+
+def timed(fn, runs):
+    fn()  # warm-up
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples), result
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--bin", default=str(pathlib.Path(__file__).resolve().parents[2] / "target" / "release" / "telemark"))
+    ap.add_argument("--json", help="also write results here")
+    args = ap.parse_args()
+    steps = args.rows // args.devices
+    rng = np.random.default_rng(42)
+    hour = 3600 * 10**9
+    one_hour_from = T0 + 6 * hour
+    day_from = T0
+    queries = {
+        "last value per device": (
+            "SELECT name, last(velocity, time) AS velocity FROM readings GROUP BY name",
+            "SELECT name, arg_max(velocity, time) AS velocity FROM readings GROUP BY name",
+        ),
+        "1-min averages, 1 device, 1 hour": (
+            f"SELECT time_bucket(INTERVAL '1 minute', time) AS t, avg(velocity) AS v FROM readings "
+            f"WHERE name = 'truck-42' AND time >= to_timestamp_nanos({one_hour_from}) AND time < to_timestamp_nanos({one_hour_from + hour}) GROUP BY t ORDER BY t",
+            f"SELECT time_bucket(INTERVAL '1 minute', time) AS t, avg(velocity) AS v FROM readings "
+            f"WHERE name = 'truck-42' AND time >= make_timestamp({one_hour_from // 1000}) AND time < make_timestamp({(one_hour_from + hour) // 1000}) GROUP BY t ORDER BY t",
+        ),
+        "fleet-wide hourly averages, 1 day": (
+            f"SELECT time_bucket(INTERVAL '1 hour', time) AS t, fleet, avg(fuel) AS fuel, max(velocity) AS vmax FROM readings "
+            f"WHERE time >= to_timestamp_nanos({day_from}) AND time < to_timestamp_nanos({day_from + 24 * hour}) GROUP BY t, fleet ORDER BY t, fleet",
+            f"SELECT time_bucket(INTERVAL '1 hour', time) AS t, fleet, avg(fuel) AS fuel, max(velocity) AS vmax FROM readings "
+            f"WHERE time >= make_timestamp({day_from // 1000}) AND time < make_timestamp({(day_from + 24 * hour) // 1000}) GROUP BY t, fleet ORDER BY t, fleet",
+        ),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        data_dir = tmp / "telemark"
+        duck = duckdb.connect(str(tmp / "duck.db"))
+        duck.execute("CREATE TABLE readings (time TIMESTAMP, name VARCHAR, fleet VARCHAR, velocity DOUBLE, fuel DOUBLE, load BIGINT)")
+        proc, flight = start(args.bin, data_dir)
+        chunk_steps = max(1, 500_000 // args.devices)
+        ingest_s = duck_s = 0.0
+        with flightsql.connect(uri=flight) as conn, conn.cursor() as cur:
+            for first in range(0, steps, chunk_steps):
+                chunk = make_chunk(args.devices, first, min(chunk_steps, steps - first), rng)
+                t = time.perf_counter()
+                cur.adbc_ingest("readings", chunk, mode="create_append", db_schema_name="fleet")
+                ingest_s += time.perf_counter() - t
+                t = time.perf_counter()
+                duck.register("chunk", chunk)
+                duck.execute("INSERT INTO readings SELECT time::TIMESTAMP, name, fleet, velocity, fuel, load FROM chunk")
+                duck.unregister("chunk")
+                duck_s += time.perf_counter() - t
+        stop(proc)  # SIGTERM flushes the write buffer: the queries read segments only
+        duck.execute("CHECKPOINT")
+        rows = steps * args.devices
+        proc, flight = start(args.bin, data_dir)
+        results = []
+        try:
+            with flightsql.connect(uri=flight, db_kwargs={"adbc.flight.sql.rpc.call_header.database": "fleet"}) as conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM readings")
+                assert cur.fetchone()[0] == rows, "row count mismatch"
+                for name, (tsql, dsql) in queries.items():
+                    def run_t():
+                        cur.execute(tsql)
+                        return cur.fetchall()
+                    def run_d():
+                        return duck.execute(dsql).fetchall()
+                    t_s, t_rows = timed(run_t, args.runs)
+                    d_s, d_rows = timed(run_d, args.runs)
+                    same_answers(name, t_rows, d_rows)
+                    results.append({"query": name, "telemark_ms": t_s * 1000, "duckdb_ms": d_s * 1000, "rows": len(t_rows)})
+        finally:
+            stop(proc)
+        t_bytes = dir_bytes(data_dir)
+        d_bytes = os.path.getsize(tmp / "duck.db")
+    values = rows * 4  # velocity, fuel, load + time
+    print(f"\n{rows:,} rows, {args.devices} devices, 10 s interval; median of {args.runs} runs after a warm-up\n")
+    print("| query | Telemark (ms) | DuckDB (ms) | Telemark / DuckDB |")
+    print("|---|---|---|---|")
+    for r in results:
+        print(f"| {r['query']} | {r['telemark_ms']:.1f} | {r['duckdb_ms']:.1f} | {r['telemark_ms'] / r['duckdb_ms']:.2f} |")
+    print(f"\n| load | Telemark | DuckDB | Telemark / DuckDB |\n|---|---|---|---|")
+    print(f"| ingest rows/s (ADBC Flight SQL vs in-process insert) | {rows / ingest_s:,.0f} | {rows / duck_s:,.0f} | {(rows / ingest_s) / (rows / duck_s):.2f} |")
+    print(f"| bytes on disk | {t_bytes:,} | {d_bytes:,} | {t_bytes / d_bytes:.2f} |")
+    print(f"| bytes per stored value (time + 3 fields) | {t_bytes / values:.2f} | {d_bytes / values:.2f} | |")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"rows": rows, "queries": results, "telemark_bytes": t_bytes, "duckdb_bytes": d_bytes}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
