@@ -72,6 +72,7 @@ fn render(batches: &[arrow_array::RecordBatch]) -> Vec<String> {
 }
 
 enum Block {
+    Comment(String),
     Ok(String),
     Error(String, String),
     Query { sql: String, rowsort: bool, expected: Vec<String>, header: String },
@@ -82,7 +83,11 @@ fn parse(text: &str) -> Vec<Block> {
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         let line = line.trim_end();
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('#') {
+            blocks.push(Block::Comment(line.to_string()));
             continue;
         }
         let mut sql = Vec::new();
@@ -122,6 +127,7 @@ async fn run_file(engine: &QueryEngine, path: &Path) -> Vec<String> {
     let mut updated = String::new();
     for block in parse(&text) {
         match block {
+            Block::Comment(c) => updated += &format!("{c}\n"),
             Block::Ok(sql) => {
                 updated += &format!("statement ok\n{sql}\n\n");
                 if let Err(e) = run(engine, &sql).await {
