@@ -313,6 +313,21 @@ impl WriteBatch {
         }
     }
 
+    /// A batch from whole columns (each as long as `times`), for bulk paths
+    /// such as Arrow ingest. A column given twice keeps its first occurrence.
+    pub(crate) fn from_columns(table: &str, times: Vec<i64>, columns: Vec<BatchColumn>) -> Self {
+        let mut batch = WriteBatch::new(table);
+        batch.times = times;
+        for c in columns {
+            if batch.index.contains_key(&c.name) {
+                continue;
+            }
+            batch.index.insert(c.name.clone(), batch.columns.len());
+            batch.columns.push(c);
+        }
+        batch
+    }
+
     /// The table the rows go to.
     pub fn table(&self) -> &str {
         &self.table
