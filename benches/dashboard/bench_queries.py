@@ -136,7 +136,8 @@ def main():
         duck = duckdb.connect(str(tmp / "duck.db"))
         duck.execute("CREATE TABLE readings (time TIMESTAMP, name VARCHAR, fleet VARCHAR, velocity DOUBLE, fuel DOUBLE, load BIGINT)")
         proc, flight = start(args.bin, data_dir)
-        chunk_steps = max(1, 500_000 // args.devices)
+        # ADBC sends each batch as one gRPC message and caps messages at 16 MiB: keep chunks well under.
+        chunk_steps = max(1, 200_000 // args.devices)
         ingest_s = duck_s = 0.0
         with flightsql.connect(uri=flight) as conn, conn.cursor() as cur:
             for first in range(0, steps, chunk_steps):
