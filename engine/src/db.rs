@@ -728,6 +728,9 @@ impl Inner {
                 }
                 for id in h.reader.matching_series(&preds) {
                     let skey = h.reader.series_key(id);
+                    if !req.in_partition(&skey) {
+                        continue;
+                    }
                     series.entry(skey).or_default().push(Source::Segment(h.reader.clone(), id));
                 }
             }

@@ -80,12 +80,19 @@ pub const CATALOG: &str = "telemark";
 #[derive(Debug, Clone)]
 pub struct QueryEngine {
     db: Arc<Database>,
+    partitions: Option<usize>,
 }
 
 impl QueryEngine {
     /// A query engine over `db`.
     pub fn new(db: Arc<Database>) -> Self {
-        QueryEngine { db }
+        QueryEngine { db, partitions: None }
+    }
+
+    /// Runs scans and operators in `n` parallel partitions (default: one per core).
+    pub fn with_partitions(mut self, n: usize) -> Self {
+        self.partitions = Some(n.max(1));
+        self
     }
 
     /// The database it queries.
@@ -106,6 +113,9 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, database.unwrap_or("public"));
+        if let Some(n) = self.partitions {
+            config = config.with_target_partitions(n);
+        }
         // Plain Utf8 for SQL string types: Grafana and other Arrow clients do not read Utf8View.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         let ctx = SessionContext::new_with_config(config);

@@ -46,6 +46,10 @@ pub struct ScanRequest {
     /// Columns to return, in this order; `None` = `time`, then every tag and
     /// field column in the order they were added.
     pub projection: Option<Vec<String>>,
+    /// Read only the series of this share, `(index, count)`: series are
+    /// divided by a stable hash of their key, so `count` scans with
+    /// `index` 0..count together read every series exactly once (parallel scans).
+    pub partition: Option<(usize, usize)>,
 }
 
 impl ScanRequest {
@@ -58,6 +62,7 @@ impl ScanRequest {
             end: None,
             tag_filters: Vec::new(),
             projection: None,
+            partition: None,
         }
     }
 
@@ -80,12 +85,21 @@ impl ScanRequest {
         self
     }
 
+    /// True if `key` belongs to this request's share of the series.
+    pub(crate) fn in_partition(&self, key: &SeriesKey) -> bool {
+        match self.partition {
+            Some((index, count)) if count > 1 => key.stable_hash() % count as u64 == index as u64,
+            _ => true,
+        }
+    }
+
     pub(crate) fn range(&self) -> TimeRange {
         TimeRange { start: self.start.unwrap_or(i64::MIN), end: self.end.unwrap_or(i64::MAX) }
     }
 
     pub(crate) fn matches(&self, key: &SeriesKey) -> bool {
-        self.tag_filters.iter().all(|f| key.get(&f.tag).is_some_and(|v| f.values.iter().any(|x| x == v)))
+        self.in_partition(key)
+            && self.tag_filters.iter().all(|f| key.get(&f.tag).is_some_and(|v| f.values.iter().any(|x| x == v)))
     }
 }
 

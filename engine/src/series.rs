@@ -20,6 +20,18 @@ impl SeriesKey {
         &self.0
     }
 
+    /// A hash that is the same in every process and version (FNV-1a over the tags).
+    pub(crate) fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (k, v) in &self.0 {
+            for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+
     /// The value of a tag, if the series has it.
     pub fn get(&self, tag: &str) -> Option<&str> {
         self.0.binary_search_by(|(k, _)| k.as_str().cmp(tag)).ok().and_then(|i| self.0.get(i)).map(|(_, v)| v.as_str())

@@ -170,11 +170,12 @@ impl TableProvider for TelemarkTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let partitions = state.config().target_partitions().max(1);
         let mut req = ScanRequest::new(&self.database, &self.table);
         for p in filters.iter().filter_map(|f| self.classify(f)).flatten() {
             match p {
@@ -199,7 +200,7 @@ impl TableProvider for TelemarkTable {
                 projection.map(Vec::as_slice).unwrap_or(&(0..self.arrow.fields().len()).collect::<Vec<_>>()),
             )?);
         req = req.project(names);
-        Ok(Arc::new(TelemarkScanExec::new(self.db.clone(), req, schema, limit)))
+        Ok(Arc::new(TelemarkScanExec::new(self.db.clone(), req, schema, limit, partitions)))
     }
 
     async fn insert_into(
@@ -236,18 +237,26 @@ pub struct TelemarkScanExec {
     request: ScanRequest,
     schema: SchemaRef,
     limit: Option<usize>,
+    partitions: usize,
     properties: Arc<PlanProperties>,
 }
 
 impl TelemarkScanExec {
-    fn new(db: Arc<Database>, request: ScanRequest, schema: SchemaRef, limit: Option<usize>) -> Self {
+    /// A scan split into `partitions` shares of the series, read in parallel.
+    fn new(
+        db: Arc<Database>,
+        request: ScanRequest,
+        schema: SchemaRef,
+        limit: Option<usize>,
+        partitions: usize,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        TelemarkScanExec { db, request, schema, limit, properties }
+        TelemarkScanExec { db, request, schema, limit, partitions, properties }
     }
 }
 
@@ -267,6 +276,9 @@ impl DisplayAs for TelemarkScanExec {
         }
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
+        }
+        if self.partitions > 1 {
+            write!(f, ", partitions={}", self.partitions)?;
         }
         Ok(())
     }
@@ -304,8 +316,12 @@ impl ExecutionPlan for TelemarkScanExec {
         self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let stream = self.db.scan(&self.request).map_err(external)?;
+    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let mut request = self.request.clone();
+        if self.partitions > 1 {
+            request.partition = Some((partition, self.partitions));
+        }
+        let stream = self.db.scan(&request).map_err(external)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         let mut remaining = self.limit.unwrap_or(usize::MAX);
         // Decoding is CPU work: keep it off the async workers.
