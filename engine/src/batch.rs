@@ -315,6 +315,7 @@ impl WriteBatch {
 
     /// A batch from whole columns (each as long as `times`), for bulk paths
     /// such as Arrow ingest. A column given twice keeps its first occurrence.
+    #[cfg(feature = "sql")]
     pub(crate) fn from_columns(table: &str, times: Vec<i64>, columns: Vec<BatchColumn>) -> Self {
         let mut batch = WriteBatch::new(table);
         batch.times = times;

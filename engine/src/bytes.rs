@@ -147,6 +147,63 @@ pub(crate) fn checksum_matches(stored: u32, actual: u32) -> bool {
     cfg!(fuzzing) || stored == actual
 }
 
+/// The 16-byte header every WAL and segment file starts with:
+/// magic (8) | version u16 | reserved u16 | crc32c of the 12 bytes before (u32).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileHeader {
+    /// The format's name in error messages ("WAL", "segment").
+    pub(crate) format: &'static str,
+    pub(crate) magic: [u8; 8],
+    /// The version this build writes.
+    pub(crate) version: u16,
+    /// The oldest version this build reads.
+    pub(crate) oldest: u16,
+}
+
+/// Bytes of a [`FileHeader`].
+pub(crate) const FILE_HEADER_LEN: usize = 16;
+
+impl FileHeader {
+    pub(crate) fn encode(&self) -> [u8; FILE_HEADER_LEN] {
+        let mut h = [0u8; FILE_HEADER_LEN];
+        h[..8].copy_from_slice(&self.magic);
+        h[8..10].copy_from_slice(&self.version.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..12]);
+        h[12..16].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Checks magic, checksum, then version (in that order, so a damaged
+    /// version byte reads as damage, not as a newer format).
+    pub(crate) fn check(&self, path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
+        if data.get(..8) != Some(&self.magic[..]) {
+            return Err(crate::Error::corruption(path, 0, format!("bad magic: not a Telemark {} file", self.format)));
+        }
+        let Some(h) = data.get(..FILE_HEADER_LEN) else {
+            return Err(crate::Error::corruption(path, 0, "file header is incomplete"));
+        };
+        let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+        let actual = crc32c::crc32c(&h[..12]);
+        if !checksum_matches(stored, actual) {
+            return Err(crate::Error::corruption(
+                path,
+                12,
+                format!("header checksum mismatch (expected {stored:#010x}, found {actual:#010x})"),
+            ));
+        }
+        let version = u16::from_le_bytes([h[8], h[9]]);
+        if version > self.version || version < self.oldest {
+            return Err(crate::Error::UnsupportedVersion {
+                file: path.to_path_buf(),
+                format: self.format,
+                found: version,
+                supported: self.version,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
 
-use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use telemark_engine::fs::{DurableFile, FileBackend, StdBackend};
 use telemark_engine::{Database, Options, ScanRequest, WriteBatch};
 
 fn assert_send_sync<T: Send + Sync>() {}
@@ -20,51 +18,17 @@ fn database_is_send_and_sync() {
     assert_send_sync::<Database>();
 }
 
+mod common;
+
 /// Counts file syncs and makes each take a while, as on a real disk.
-#[derive(Debug)]
-struct SlowCountingSync {
-    syncs: Arc<AtomicUsize>,
-}
-
-#[derive(Debug)]
-struct SlowFile {
-    inner: Box<dyn DurableFile>,
-    syncs: Arc<AtomicUsize>,
-}
-
-impl Write for SlowFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl DurableFile for SlowFile {
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.syncs.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(4));
-        self.inner.sync_data()
-    }
-}
-
-impl FileBackend for SlowCountingSync {
-    fn create_new(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
-        Ok(Box::new(SlowFile { inner: StdBackend.create_new(path)?, syncs: self.syncs.clone() }))
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
-        Ok(Box::new(SlowFile { inner: StdBackend.open_append(path)?, syncs: self.syncs.clone() }))
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdBackend.sync_dir(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdBackend.rename(from, to)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        StdBackend.truncate(path, len)
-    }
+fn slow_counting_sync(syncs: Arc<AtomicUsize>) -> Arc<common::HookBackend> {
+    Arc::new(common::HookBackend {
+        on_sync: Arc::new(move || {
+            syncs.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(4));
+            Ok(())
+        }),
+    })
 }
 
 fn batch(writer: usize, i: usize) -> WriteBatch {
@@ -83,11 +47,7 @@ fn count(db: &Database) -> usize {
 fn concurrent_writers_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let syncs = Arc::new(AtomicUsize::new(0));
-    let options = Options {
-        background_flush: false,
-        backend: Arc::new(SlowCountingSync { syncs: syncs.clone() }),
-        ..Options::default()
-    };
+    let options = Options { background_flush: false, backend: slow_counting_sync(syncs.clone()), ..Options::default() };
     let db = Arc::new(Database::open(dir.path(), options).unwrap());
     let before = syncs.load(Ordering::SeqCst);
     let (writers, per_writer) = (8, 40);

@@ -3,61 +3,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
 
-use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use arrow_array::RecordBatch;
-use telemark_engine::fs::{DurableFile, FileBackend, StdBackend};
 use telemark_engine::{Database, Error, Options, ScanRequest, WriteBatch};
 
-/// A backend whose `sync_data` fails once its countdown reaches zero.
-#[derive(Debug)]
-struct FailingSync {
-    countdown: Arc<AtomicI64>,
-}
+mod common;
 
-#[derive(Debug)]
-struct FailingFile {
-    inner: Box<dyn DurableFile>,
-    countdown: Arc<AtomicI64>,
-}
-
-impl Write for FailingFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl DurableFile for FailingFile {
-    fn sync_data(&mut self) -> io::Result<()> {
-        if self.countdown.fetch_sub(1, Ordering::SeqCst) <= 0 {
-            return Err(io::Error::other("injected fsync failure"));
-        }
-        self.inner.sync_data()
-    }
-}
-
-impl FileBackend for FailingSync {
-    fn create_new(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
-        Ok(Box::new(FailingFile { inner: StdBackend.create_new(path)?, countdown: self.countdown.clone() }))
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn DurableFile>> {
-        Ok(Box::new(FailingFile { inner: StdBackend.open_append(path)?, countdown: self.countdown.clone() }))
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdBackend.sync_dir(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdBackend.rename(from, to)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        StdBackend.truncate(path, len)
-    }
+/// A backend whose file syncs fail once `countdown` reaches zero.
+fn failing_sync(countdown: Arc<AtomicI64>) -> Arc<common::HookBackend> {
+    Arc::new(common::HookBackend {
+        on_sync: Arc::new(move || {
+            if countdown.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+            Ok(())
+        }),
+    })
 }
 
 fn batch(t: i64) -> WriteBatch {
@@ -74,11 +38,7 @@ fn count(db: &Database) -> usize {
 fn failed_wal_fsync_poisons_until_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let countdown = Arc::new(AtomicI64::new(i64::MAX));
-    let options = Options {
-        background_flush: false,
-        backend: Arc::new(FailingSync { countdown: countdown.clone() }),
-        ..Options::default()
-    };
+    let options = Options { background_flush: false, backend: failing_sync(countdown.clone()), ..Options::default() };
     let db = Database::open(dir.path(), options).unwrap();
     for t in 0..3 {
         let _ = db.write("db", &batch(t)).unwrap();
@@ -104,11 +64,7 @@ fn failed_wal_fsync_poisons_until_reopen() {
 fn failed_segment_fsync_poisons_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let countdown = Arc::new(AtomicI64::new(i64::MAX));
-    let options = Options {
-        background_flush: false,
-        backend: Arc::new(FailingSync { countdown: countdown.clone() }),
-        ..Options::default()
-    };
+    let options = Options { background_flush: false, backend: failing_sync(countdown.clone()), ..Options::default() };
     let db = Database::open(dir.path(), options).unwrap();
     for t in 0..10 {
         let _ = db.write("db", &batch(t)).unwrap();

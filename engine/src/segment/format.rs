@@ -21,7 +21,7 @@ pub(crate) const MAGIC: [u8; 8] = *b"TMKSEG\0\0";
 pub(crate) const VERSION: u16 = 1;
 /// The oldest version this build reads.
 pub(crate) const OLDEST_VERSION: u16 = 1;
-pub(crate) const HEADER_LEN: usize = 16;
+pub(crate) const HEADER_LEN: usize = crate::bytes::FILE_HEADER_LEN;
 pub(crate) const TRAILER_LEN: usize = 24;
 pub(crate) const CHUNK_HEADER_LEN: usize = 48;
 /// Chunk flag: a validity bitmap follows the header.
@@ -31,43 +31,16 @@ pub(crate) const FLAG_STATS: u8 = 2;
 /// The most rows one chunk may hold.
 pub(crate) const MAX_CHUNK_ROWS: usize = 1 << 26;
 
+/// The file header's magic and versions, checked by [`crate::bytes::FileHeader`].
+pub(crate) const HEADER: crate::bytes::FileHeader =
+    crate::bytes::FileHeader { format: "segment", magic: MAGIC, version: VERSION, oldest: OLDEST_VERSION };
+
 pub(crate) fn header() -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[..8].copy_from_slice(&MAGIC);
-    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..12]);
-    h[12..16].copy_from_slice(&crc.to_le_bytes());
-    h
+    HEADER.encode()
 }
 
-/// Checks a file header: magic, checksum, then version (in that order, so a
-/// damaged version byte reads as damage, not as a newer format).
 pub(crate) fn check_header(path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
-    if data.get(..8) != Some(&MAGIC[..]) {
-        return Err(crate::Error::corruption(path, 0, "bad magic: not a Telemark segment file"));
-    }
-    let Some(h) = data.get(..HEADER_LEN) else {
-        return Err(crate::Error::corruption(path, 0, "file header is incomplete"));
-    };
-    let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
-    let actual = crc32c::crc32c(&h[..12]);
-    if !crate::bytes::checksum_matches(stored, actual) {
-        return Err(crate::Error::corruption(
-            path,
-            12,
-            format!("header checksum mismatch (expected {stored:#010x}, found {actual:#010x})"),
-        ));
-    }
-    let version = u16::from_le_bytes([h[8], h[9]]);
-    if version > VERSION || version < OLDEST_VERSION {
-        return Err(crate::Error::UnsupportedVersion {
-            file: path.to_path_buf(),
-            format: "segment",
-            found: version,
-            supported: VERSION,
-        });
-    }
-    Ok(())
+    HEADER.check(path, data)
 }
 
 /// The fixed part of a chunk.

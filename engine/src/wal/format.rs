@@ -24,7 +24,7 @@ pub(crate) const VERSION: u16 = 1;
 /// The oldest version this build reads.
 pub(crate) const OLDEST_VERSION: u16 = 1;
 /// Bytes of the file header.
-pub(crate) const HEADER_LEN: usize = 16;
+pub(crate) const HEADER_LEN: usize = crate::bytes::FILE_HEADER_LEN;
 /// Bytes of a record frame before the payload.
 pub(crate) const FRAME_LEN: usize = 8;
 /// The largest payload a record may have; larger lengths are corruption.
@@ -32,43 +32,16 @@ pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
 
 const KIND_WRITE: u8 = 1;
 
+/// The file header's magic and versions, checked by [`crate::bytes::FileHeader`].
+pub(crate) const HEADER: crate::bytes::FileHeader =
+    crate::bytes::FileHeader { format: "WAL", magic: MAGIC, version: VERSION, oldest: OLDEST_VERSION };
+
 pub(crate) fn header() -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[..8].copy_from_slice(&MAGIC);
-    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..12]);
-    h[12..16].copy_from_slice(&crc.to_le_bytes());
-    h
+    HEADER.encode()
 }
 
-/// Checks a file header: magic, checksum, then version (in that order, so a
-/// damaged version byte reads as damage, not as a newer format).
 pub(crate) fn check_header(path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
-    if data.get(..8) != Some(&MAGIC[..]) {
-        return Err(crate::Error::corruption(path, 0, "bad magic: not a Telemark WAL file"));
-    }
-    let Some(h) = data.get(..HEADER_LEN) else {
-        return Err(crate::Error::corruption(path, 0, "file header is incomplete"));
-    };
-    let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
-    let actual = crc32c::crc32c(&h[..12]);
-    if !crate::bytes::checksum_matches(stored, actual) {
-        return Err(crate::Error::corruption(
-            path,
-            12,
-            format!("header checksum mismatch (expected {stored:#010x}, found {actual:#010x})"),
-        ));
-    }
-    let version = u16::from_le_bytes([h[8], h[9]]);
-    if version > VERSION || version < OLDEST_VERSION {
-        return Err(crate::Error::UnsupportedVersion {
-            file: path.to_path_buf(),
-            format: "WAL",
-            found: version,
-            supported: VERSION,
-        });
-    }
-    Ok(())
+    HEADER.check(path, data)
 }
 
 /// Rows of one table, validated and ready to log and apply.
