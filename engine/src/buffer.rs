@@ -16,6 +16,13 @@ pub(crate) struct SeriesBuffer {
     data: SeriesData,
 }
 
+impl SeriesBuffer {
+    /// All buffered rows (all columns), for flushing.
+    pub(crate) fn data(&self) -> &SeriesData {
+        &self.data
+    }
+}
+
 /// Buffered series of one table.
 #[derive(Debug, Default)]
 pub(crate) struct TableBuffer {
@@ -149,10 +156,5 @@ impl WriteBuffer {
             out.push((key.clone(), data));
         }
         out
-    }
-
-    /// The raw rows of one series (all columns), for flushing.
-    pub(crate) fn series_data(&self, database: &str, table: &str, key: &SeriesKey) -> Option<&SeriesData> {
-        self.tables.get(&(database.to_string(), table.to_string()))?.series.get(key).map(|s| &s.data)
     }
 }

@@ -157,6 +157,31 @@ pub(crate) fn grow_for<T: Copy + Default>(codec: CodecId, out: &mut Vec<T>, coun
     Ok(start)
 }
 
+/// Appends `count` values decoded by `decode_into` to `out`: rejects a count
+/// above `max` (what `data` could hold) before allocating, and leaves `out`
+/// as it was when decoding fails.
+pub(crate) fn decode_appending<T: Copy + Default>(
+    codec: CodecId,
+    data: &[u8],
+    count: usize,
+    max: usize,
+    out: &mut Vec<T>,
+    decode_into: impl FnOnce(&[u8], &mut [T]) -> Result<(), CodecError>,
+) -> Result<(), CodecError> {
+    if count > max {
+        return Err(CodecError::implausible_count(codec, count, data.len(), max));
+    }
+    let start = grow_for(codec, out, count)?;
+    let result = match out.get_mut(start..) {
+        Some(slots) => decode_into(data, slots),
+        None => Ok(()),
+    };
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -409,7 +409,9 @@ impl Inner {
             let schema = cat.get(database).and_then(|t| t.get(table));
             batch.columns.iter().any(|c| schema.is_none_or(|s| s.id_of(&c.name).is_none()))
         };
-        let mut check = |schema: &mut TableSchema, add: bool| {
+        // Rejects conflicting rows; returns the columns the table does not have yet.
+        let mut check = |schema: &TableSchema| -> Vec<(&str, ColumnKind)> {
+            let mut new_columns = Vec::new();
             for c in &batch.conflicts {
                 let stored = schema.id_of(&c.column).and_then(|id| schema.column(id)).map(|d| d.kind);
                 let message = match stored {
@@ -446,21 +448,23 @@ impl Inner {
                         rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
                     }
                     Some(_) => {}
-                    None if add && rows_with_value().next().is_some() => {
-                        schema.push(&c.name, c.kind);
-                    }
+                    None if rows_with_value().next().is_some() => new_columns.push((c.name.as_str(), c.kind)),
                     None => {}
                 }
             }
+            new_columns
         };
         if needs_new {
+            // Checked again under the write lock: another writer may have added these columns meanwhile.
             let mut cat = write(&self.catalog);
             let schema = cat.entry(database.to_string()).or_default().entry(table.clone()).or_default();
-            check(schema, true);
+            for (name, kind) in check(schema) {
+                schema.push(name, kind);
+            }
         } else {
             let cat = read(&self.catalog);
-            let mut schema = cat.get(database).and_then(|t| t.get(table)).cloned().unwrap_or_default();
-            check(&mut schema, false);
+            let empty = TableSchema::default();
+            check(cat.get(database).and_then(|t| t.get(table)).unwrap_or(&empty));
         }
         let rejected: Vec<RowError> = errors.into_values().collect();
         let mut outcome = WriteOutcome { rows_written: 0, fields_written: 0, rejected };
@@ -613,15 +617,12 @@ impl Inner {
     fn flush_frozen(&self, manifest: &mut Manifest, frozen: &[Arc<WriteBuffer>]) -> Result<()> {
         let catalog = read(&self.catalog).clone();
         // (database, table) -> partition -> series -> sources oldest first
-        type Parts<'a> = BTreeMap<(String, String), BTreeMap<i64, BTreeMap<SeriesKey, Vec<SeriesData>>>>;
-        let mut parts: Parts<'_> = BTreeMap::new();
+        type Parts = BTreeMap<(String, String), BTreeMap<i64, BTreeMap<SeriesKey, Vec<SeriesData>>>>;
+        let mut parts: Parts = BTreeMap::new();
         for buf in frozen {
             for ((db, table), tb) in &buf.tables {
-                for key in tb.series.keys() {
-                    let Some(data) = buf.series_data(db, table, key) else {
-                        continue;
-                    };
-                    let by_part = split_by_partition(data, &self.options);
+                for (key, series) in &tb.series {
+                    let by_part = split_by_partition(series.data(), &self.options);
                     let entry = parts.entry((db.clone(), table.clone())).or_default();
                     for (p, d) in by_part {
                         entry.entry(p).or_default().entry(key.clone()).or_default().push(d);
@@ -634,8 +635,9 @@ impl Inner {
         for ((db, table), partitions) in parts {
             let schema = catalog.get(&db).and_then(|t| t.get(&table)).cloned().unwrap_or_default();
             for (partition_start, series) in partitions {
-                let merged: Vec<(&SeriesKey, SeriesData)> =
-                    series.iter().map(|(k, srcs)| (k, merge(srcs.clone()))).collect();
+                // `parts` owns its copies of the frozen rows: merge them without copying again.
+                let merged: Vec<(SeriesKey, SeriesData)> =
+                    series.into_iter().map(|(k, srcs)| (k, merge(srcs))).collect();
                 let id = manifest.next_segment_id;
                 manifest.next_segment_id += 1;
                 let path = self.segment_dir.join(SegmentEntry::file_name(id));

@@ -44,7 +44,7 @@ pub(crate) fn write_segment(
     table: &str,
     partition_start: i64,
     schema: &TableSchema,
-    series: &[(&SeriesKey, SeriesData)],
+    series: &[(SeriesKey, SeriesData)],
 ) -> Result<SegmentStats> {
     let mut out = Vec::with_capacity(64 * 1024);
     out.extend_from_slice(&format::header());

@@ -35,7 +35,7 @@
 //! a value count that is wrong by any amount.
 
 use super::bits::{BitReader, BitWriter, low_mask};
-use super::{CodecError, CodecId, grow_for};
+use super::{CodecError, CodecId, decode_appending};
 
 const ID: CodecId = CodecId::FloatGorilla;
 
@@ -105,19 +105,7 @@ pub fn encode_f64(values: &[f64], out: &mut Vec<u8>) {
 /// different number of values than `count`, or declares a window wider than
 /// 64 bits.
 pub fn decode_f64(data: &[u8], count: usize, out: &mut Vec<f64>) -> Result<(), CodecError> {
-    let max = data.len().saturating_mul(8).saturating_add(1);
-    if count > max {
-        return Err(CodecError::implausible_count(ID, count, data.len(), max));
-    }
-    let start = grow_for(ID, out, count)?;
-    let result = match out.get_mut(start..) {
-        Some(slots) => decode_into(data, slots),
-        None => Ok(()),
-    };
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
+    decode_appending(ID, data, count, data.len().saturating_mul(8).saturating_add(1), out, decode_into)
 }
 
 fn decode_into(data: &[u8], slots: &mut [f64]) -> Result<(), CodecError> {

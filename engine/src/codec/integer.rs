@@ -21,7 +21,7 @@
 //! bytes after the last block are rejected.
 
 use super::bits::{BitReader, BitWriter, low_mask, unzigzag, zigzag};
-use super::{CodecError, grow_for};
+use super::{CodecError, decode_appending};
 use crate::codec::CodecId;
 
 /// Values per bit-packed block.
@@ -108,19 +108,9 @@ fn decode_bits<T: Copy + Default>(
     out: &mut Vec<T>,
     from_bits: impl Fn(u64) -> T,
 ) -> Result<(), CodecError> {
-    let max = data.len().saturating_mul(BLOCK);
-    if count > max {
-        return Err(CodecError::implausible_count(id, count, data.len(), max));
-    }
-    let start = grow_for(id, out, count)?;
-    let result = match out.get_mut(start..) {
-        Some(slots) => decode_into(id, data, slots, from_bits),
-        None => Ok(()),
-    };
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
+    decode_appending(id, data, count, data.len().saturating_mul(BLOCK), out, |data, slots| {
+        decode_into(id, data, slots, from_bits)
+    })
 }
 
 #[inline(always)]

@@ -51,7 +51,7 @@
 //! byte, rejects a value count that is wrong by any amount.
 
 use super::bits::{BitReader, BitWriter, low_mask, read_uvarint, unzigzag, write_uvarint, zigzag};
-use super::{CodecError, CodecId, grow_for};
+use super::{CodecError, CodecId, decode_appending};
 
 const ID: CodecId = CodecId::TimestampGorilla;
 
@@ -164,19 +164,7 @@ pub fn encode_timestamps(values: &[i64], out: &mut Vec<u8>) {
 /// [`CodecError`] when the chunk is truncated, has trailing bytes, holds a
 /// different number of values than `count`, or has a zero divisor.
 pub fn decode_timestamps(data: &[u8], count: usize, out: &mut Vec<i64>) -> Result<(), CodecError> {
-    let max = data.len().saturating_mul(8).saturating_add(2);
-    if count > max {
-        return Err(CodecError::implausible_count(ID, count, data.len(), max));
-    }
-    let start = grow_for(ID, out, count)?;
-    let result = match out.get_mut(start..) {
-        Some(slots) => decode_into(data, slots),
-        None => Ok(()),
-    };
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
+    decode_appending(ID, data, count, data.len().saturating_mul(8).saturating_add(2), out, decode_into)
 }
 
 fn decode_into(data: &[u8], slots: &mut [i64]) -> Result<(), CodecError> {

@@ -1,16 +1,11 @@
 //! Time-series SQL functions: `time_bucket` and `first(x, time)` / `last(x, time)`.
 
-use std::sync::Arc;
-
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampNanosecondType;
-use arrow_array::{Array, ArrayRef};
-use arrow_schema::{DataType, Field, FieldRef, TimeUnit};
-use datafusion::arrow::compute::cast;
-use datafusion::common::ScalarValue;
+use arrow_schema::DataType;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility};
+use datafusion::functions_aggregate::first_last::{first_value_udaf, last_value_udaf};
+use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment};
+use datafusion::logical_expr::function::{AccumulatorArgs, AggregateFunctionSimplification};
+use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, ExprFunctionExt, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 
 pub(crate) fn register(ctx: &SessionContext) {
@@ -20,7 +15,10 @@ pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udaf(AggregateUDF::new_from_impl(ByTime::new("first", false)));
 }
 
-/// `last(x, time)` / `first(x, time)`: the value of `x` at the greatest / least `time`.
+/// `last(x, time)` / `first(x, time)`: the latest / earliest non-null `x` by
+/// `time`. Rewritten during planning into DataFusion's own
+/// `last_value(x ORDER BY time) IGNORE NULLS` (resp. `first_value`), so
+/// grouping uses its accumulators.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct ByTime {
     name: &'static str,
@@ -50,79 +48,30 @@ impl AggregateUDFImpl for ByTime {
             .ok_or_else(|| DataFusionError::Plan(format!("{}(value, time) takes two arguments", self.name)))
     }
 
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![
-            Arc::new(Field::new(format!("{}[value]", args.name), args.return_type().clone(), true)),
-            Arc::new(Field::new(format!("{}[time]", args.name), DataType::Timestamp(TimeUnit::Nanosecond, None), true)),
-        ])
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Err(DataFusionError::Internal(format!(
+            "{}(value, time) is rewritten to first_value/last_value before execution",
+            self.name
+        )))
     }
 
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let value = ScalarValue::try_from(args.return_field.data_type())?;
-        Ok(Box::new(ByTimeAccumulator { latest: self.latest, value, time: None }))
-    }
-}
-
-#[derive(Debug)]
-struct ByTimeAccumulator {
-    latest: bool,
-    value: ScalarValue,
-    time: Option<i64>,
-}
-
-impl ByTimeAccumulator {
-    fn consider(&mut self, values: &ArrayRef, times: &ArrayRef) -> Result<()> {
-        let times = cast(times, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-        let times = times.as_primitive::<TimestampNanosecondType>();
-        let mut best: Option<(usize, i64)> = None;
-        for i in 0..times.len() {
-            if times.is_null(i) || values.is_null(i) {
-                continue;
-            }
-            let t = times.value(i);
-            let better = match best {
-                None => true,
-                Some((_, b)) => (self.latest && t >= b) || (!self.latest && t < b),
+    fn simplify(&self) -> Option<AggregateFunctionSimplification> {
+        let (name, latest) = (self.name, self.latest);
+        Some(Box::new(move |call: AggregateFunction, _ctx| {
+            let params = call.params;
+            let mut args = params.args.into_iter();
+            let (Some(value), Some(time), None) = (args.next(), args.next(), args.next()) else {
+                return Err(DataFusionError::Plan(format!("{name}(value, time) takes two arguments")));
             };
-            if better {
-                best = Some((i, t));
+            let target = if latest { last_value_udaf() } else { first_value_udaf() };
+            let mut builder = target
+                .call(vec![value])
+                .order_by(vec![time.sort(true, false)])
+                .null_treatment(NullTreatment::IgnoreNulls);
+            if let Some(filter) = params.filter {
+                builder = builder.filter(*filter);
             }
-        }
-        if let Some((i, t)) = best {
-            let better = match self.time {
-                None => true,
-                Some(cur) => (self.latest && t >= cur) || (!self.latest && t < cur),
-            };
-            if better {
-                self.value = ScalarValue::try_from_array(values, i)?;
-                self.time = Some(t);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Accumulator for ByTimeAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        match values {
-            [v, t] => self.consider(v, t),
-            _ => Err(DataFusionError::Internal("first/last take two arguments".into())),
-        }
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.update_batch(states)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.value.clone(), ScalarValue::TimestampNanosecond(self.time, None)])
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(self.value.clone())
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.value.size()
+            builder.build()
+        }))
     }
 }
