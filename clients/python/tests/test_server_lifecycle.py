@@ -16,7 +16,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import ADMIN, BIN, Server, token_config
+from conftest import ADMIN, BIN, ROOT, Server, token_config
+
+
+def test_readme_start_command_resolves_from_the_repo_root():
+    # The README says `cargo run --release -- serve`; the same resolution in the debug profile
+    # (already built by the test script) must pick the `telemark` binary.
+    r = subprocess.run(["cargo", "run", "--quiet", "--", "serve", "--print-config"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert 'http_addr = "127.0.0.1:8181"' in r.stdout
 
 
 def test_public_bind_without_tokens_is_refused():
