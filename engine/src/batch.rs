@@ -334,6 +334,11 @@ impl WriteBatch {
         &self.table
     }
 
+    /// Moves the rows to another table.
+    pub fn set_table(&mut self, table: impl Into<String>) {
+        self.table = table.into();
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.times.len()

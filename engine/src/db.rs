@@ -255,13 +255,54 @@ impl Database {
         let (prepared, mut outcome) = self.inner.prepare(database, batch)?;
         if let Some(w) = prepared {
             outcome.rows_written = w.times.len();
-            self.inner.commit(w)?;
-            let over = read(&self.inner.state).active.bytes >= self.inner.options.max_buffer_bytes;
-            if over {
-                self.inner.signal_flush();
-            }
+            self.inner.commit(vec![w])?;
+            self.inner.flush_if_full();
         }
         Ok(outcome)
+    }
+
+    /// Writes several batches, each into `database` of its pair, sharing one
+    /// WAL write and fsync. Each batch is validated on its own: the result
+    /// for a batch is its outcome, or the error that refused it (a bad name,
+    /// say) without affecting the others. When this returns, every row
+    /// reported as written is durable and visible. A WAL failure fails every
+    /// batch that was to be logged.
+    pub fn write_many<'a>(
+        &self,
+        writes: impl IntoIterator<Item = (&'a str, &'a WriteBatch)>,
+    ) -> Vec<Result<WriteOutcome>> {
+        if self.inner.check_writable().is_err() {
+            return writes.into_iter().map(|_| self.inner.check_writable().map(|()| WriteOutcome::default())).collect();
+        }
+        let mut results = Vec::new();
+        let mut logged = Vec::new();
+        let mut prepared_all = Vec::new();
+        for (database, batch) in writes {
+            match self.inner.prepare(database, batch) {
+                Ok((Some(w), mut outcome)) => {
+                    outcome.rows_written = w.times.len();
+                    logged.push(results.len());
+                    prepared_all.push(w);
+                    results.push(Ok(outcome));
+                }
+                Ok((None, outcome)) => results.push(Ok(outcome)),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if prepared_all.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.inner.commit(prepared_all) {
+            let msg = e.to_string();
+            for i in logged {
+                if let Some(r) = results.get_mut(i) {
+                    *r = Err(Error::Poisoned(msg.clone()));
+                }
+            }
+            return results;
+        }
+        self.inner.flush_if_full();
+        results
     }
 
     /// Starts a scan. The returned stream sees the data as of this call.
@@ -302,6 +343,13 @@ impl Database {
     /// The schema of a table.
     pub fn table_schema(&self, database: &str, table: &str) -> Option<TableSchema> {
         read(&self.inner.catalog).get(database)?.get(table).cloned()
+    }
+
+    /// The kind of one column, without copying the table's schema.
+    pub fn column_kind(&self, database: &str, table: &str, column: &str) -> Option<ColumnKind> {
+        let cat = read(&self.inner.catalog);
+        let schema = cat.get(database)?.get(table)?;
+        schema.id_of(column).and_then(|id| schema.column(id)).map(|c| c.kind)
     }
 
     /// The data directory.
@@ -384,6 +432,13 @@ impl Inner {
         match self.poisoned() {
             Some(r) => Err(Error::Poisoned(r)),
             None => Ok(()),
+        }
+    }
+
+    fn flush_if_full(&self) {
+        let over = read(&self.state).active.bytes >= self.options.max_buffer_bytes;
+        if over {
+            self.signal_flush();
         }
     }
 
@@ -504,11 +559,16 @@ impl Inner {
 
     /// Logs a write and applies it to the write buffer, sharing the WAL
     /// write and fsync with concurrent writers (group commit).
-    fn commit(&self, write_: TableWrite) -> Result<()> {
+    /// Several writes are queued together and share one fsync; this returns
+    /// when the last of them is durable.
+    fn commit(&self, writes: Vec<TableWrite>) -> Result<()> {
         let mut q = lock(&self.queue);
-        let seq = q.next_seq;
-        q.next_seq += 1;
-        q.pending.push(Pending { seq, write: write_ });
+        let mut seq = q.durable_seq;
+        for write_ in writes {
+            seq = q.next_seq;
+            q.next_seq += 1;
+            q.pending.push(Pending { seq, write: write_ });
+        }
         loop {
             if q.durable_seq >= seq {
                 return Ok(());

@@ -83,6 +83,19 @@ impl Authenticator {
         }
     }
 
+    /// Checks a username and password where the password is a token
+    /// (MQTT CONNECT, InfluxDB 1 `u`/`p` parameters).
+    pub fn check_password(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
+        if !self.enabled() {
+            return Ok(Principal { name: "anonymous".into(), token: None, access: Access::all() });
+        }
+        self.tokens
+            .iter()
+            .find(|t| same(&t.token, password) && t.username.as_deref().is_none_or(|u| u == user))
+            .map(Self::principal)
+            .ok_or_else(|| AuthError::Unauthenticated("invalid username or password".into()))
+    }
+
     /// Checks an `authorization` header value: `Bearer <token>`, `Token <token>` or `Basic <base64 user:password>`.
     pub fn check(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         if !self.enabled() {
@@ -109,16 +122,33 @@ impl Authenticator {
                 let text = String::from_utf8(bytes)
                     .map_err(|_| AuthError::Unauthenticated("malformed basic credentials".into()))?;
                 let (user, password) = text.split_once(':').unwrap_or(("", text.as_str()));
-                self.tokens
-                    .iter()
-                    .find(|t| same(&t.token, password) && t.username.as_deref().is_none_or(|u| u == user))
-                    .map(Self::principal)
-                    .ok_or_else(|| AuthError::Unauthenticated("invalid username or password".into()))
+                self.check_password(user, password)
             }
             other => Err(AuthError::Unauthenticated(format!(
                 "unsupported authorization scheme `{other}`: use `Bearer <token>`, `Token <token>` or `Basic`"
             ))),
         }
+    }
+}
+
+/// MQTT devices: a verified client certificate, or an API token as the CONNECT password.
+#[derive(Debug, Clone)]
+pub struct MqttAuth(pub Authenticator);
+
+impl telemark_ingest::mqtt::Authorizer for MqttAuth {
+    fn authenticate(&self, c: &telemark_ingest::mqtt::Credentials<'_>) -> Result<telemark_ingest::mqtt::Grant, String> {
+        use telemark_ingest::mqtt::Grant;
+        if let Some(id) = c.certificate {
+            // The CA vouched for the device; topic policies bound what it may publish.
+            return Ok(Grant::all(format!("certificate `{id}`")));
+        }
+        if !self.0.enabled() {
+            return Ok(Grant::all("anonymous"));
+        }
+        let password = c.password.ok_or("no password: send an API token as the MQTT password")?;
+        let password = std::str::from_utf8(password).map_err(|_| "the password is not a UTF-8 token".to_string())?;
+        let principal = self.0.check_password(c.username.unwrap_or(""), password).map_err(|e| e.to_string())?;
+        Ok(Grant { name: format!("token `{}`", principal.name), databases: principal.access.write.clone() })
     }
 }
 

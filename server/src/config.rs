@@ -30,6 +30,88 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// API tokens. With none, authentication is off (loopback only, unless allowed above).
     pub tokens: Vec<TokenConfig>,
+    /// The MQTT listener, topic rules and broker bridges.
+    pub mqtt: MqttConfig,
+}
+
+/// The MQTT listener, topic rules and bridges.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Run the MQTT listener(s).
+    pub enabled: bool,
+    /// Plain MQTT address.
+    pub addr: SocketAddr,
+    /// MQTT over TLS address; used only when [mqtt.tls] is configured.
+    pub tls_addr: SocketAddr,
+    /// Largest MQTT packet accepted, in bytes.
+    pub max_packet_bytes: usize,
+    /// Most MQTT connections at once.
+    pub max_connections: usize,
+    /// QoS 1/2 messages a connection may have awaiting acknowledgement (v5 Receive Maximum).
+    pub max_inflight: u16,
+    /// Seconds a new connection has to finish TLS and send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Certificate, key and device CA for the TLS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MqttTlsConfig>,
+    /// Topic rules: which topics are stored where (see the README).
+    #[serde(rename = "rule")]
+    pub rules: Vec<telemark_ingest::TopicRuleConfig>,
+    /// Existing brokers to subscribe to.
+    #[serde(rename = "bridge", skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<telemark_ingest::bridge::BridgeConfig>,
+}
+
+/// TLS for the MQTT listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+    /// CA (PEM) that device certificates must chain to. With it, every
+    /// device must present a certificate, whose CN (or SAN) is its identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        let o = telemark_ingest::mqtt::ListenerOptions::default();
+        MqttConfig {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            max_packet_bytes: o.max_packet_bytes,
+            max_connections: o.max_connections,
+            max_inflight: o.max_inflight,
+            connect_timeout_secs: o.connect_timeout.as_secs(),
+            tls: None,
+            // Out of the box: JSON telemetry on sensors/<device>/telemetry lands in iot.telemetry.
+            rules: vec![telemark_ingest::TopicRuleConfig {
+                topic: Some("sensors/{device_id}/telemetry".into()),
+                database: "iot".into(),
+                table: Some("telemetry".into()),
+                time_field: Some("timestamp".into()),
+                ..Default::default()
+            }],
+            bridges: Vec::new(),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The listener limits.
+    pub fn listener_options(&self) -> telemark_ingest::mqtt::ListenerOptions {
+        telemark_ingest::mqtt::ListenerOptions {
+            max_packet_bytes: self.max_packet_bytes.max(64),
+            max_connections: self.max_connections.max(1),
+            max_inflight: self.max_inflight.max(1),
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs.max(1)),
+        }
+    }
 }
 
 /// Storage engine settings (see `telemark_engine::Options`).
@@ -90,6 +172,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             tls: None,
             tokens: Vec::new(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -136,7 +219,15 @@ impl Config {
         if !self.tokens.is_empty() || self.allow_unauthenticated {
             return Ok(());
         }
-        for (name, addr) in [("http_addr", self.http_addr), ("flight_addr", self.flight_addr)] {
+        let mut exposed = vec![("http_addr", self.http_addr), ("flight_addr", self.flight_addr)];
+        if self.mqtt.enabled {
+            exposed.push(("mqtt.addr", self.mqtt.addr));
+            // Devices on the TLS listener with a client CA are authenticated by their certificates.
+            if self.mqtt.tls.as_ref().is_some_and(|t| t.client_ca.is_none()) {
+                exposed.push(("mqtt.tls_addr", self.mqtt.tls_addr));
+            }
+        }
+        for (name, addr) in exposed {
             if !addr.ip().is_loopback() {
                 return Err(format!(
                     "{name} = {addr} is not a loopback address and no tokens are configured, so anyone who can reach it \

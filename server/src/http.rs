@@ -1,5 +1,6 @@
-//! The HTTP API: SQL queries, health and metrics.
+//! The HTTP API: SQL queries, line protocol writes, health and metrics.
 //!
+//! - `POST /api/v2/write`, `POST /write`: InfluxDB line protocol (see [`crate::write`]);
 //! - `GET|POST /api/v3/query_sql?db=DB&q=SQL&format=json|jsonl|csv|arrow|pretty`
 //!   (POST may send the same fields as a JSON body);
 //! - `GET /health`;
@@ -16,7 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -28,6 +29,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/api/v3/query_sql", get(query_get).post(query_post))
+        .route("/api/v2/write", post(crate::write::write_v2))
+        .route("/write", post(crate::write::write_v1))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -61,7 +64,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state.db.stats());
+    let text = state.metrics.render(&state.db.stats(), &state.ingest_stats);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

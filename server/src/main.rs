@@ -14,6 +14,7 @@ mod http;
 mod metrics;
 mod server;
 mod tls;
+mod write;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,12 @@ enum Command {
         /// Arrow Flight SQL address [default: 127.0.0.1:8182].
         #[arg(long, env = "TELEMARK_FLIGHT_ADDR")]
         flight_addr: Option<String>,
+        /// MQTT listener address [default: 127.0.0.1:1883]; `off` disables MQTT.
+        #[arg(long, env = "TELEMARK_MQTT_ADDR")]
+        mqtt_addr: Option<String>,
+        /// MQTT over TLS address [default: 127.0.0.1:8883]; needs [mqtt.tls] in the config.
+        #[arg(long, env = "TELEMARK_MQTTS_ADDR")]
+        mqtts_addr: Option<String>,
         /// Allow a non-loopback address without tokens (anyone reaching it can read and write).
         #[arg(long)]
         allow_unauthenticated: bool,
@@ -117,7 +124,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { config, data_dir, http_addr, flight_addr, allow_unauthenticated, print_config } => {
+        Command::Serve {
+            config,
+            data_dir,
+            http_addr,
+            flight_addr,
+            mqtt_addr,
+            mqtts_addr,
+            allow_unauthenticated,
+            print_config,
+        } => {
             let mut c = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
@@ -130,6 +146,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(a) = flight_addr {
                 c.flight_addr = server::parse_addr(&a)?;
+            }
+            match mqtt_addr.as_deref() {
+                Some("off") => c.mqtt.enabled = false,
+                Some(a) => c.mqtt.addr = server::parse_addr(a)?,
+                None => {}
+            }
+            if let Some(a) = mqtts_addr {
+                c.mqtt.tls_addr = server::parse_addr(&a)?;
             }
             c.allow_unauthenticated |= allow_unauthenticated;
             if print_config {

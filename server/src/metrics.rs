@@ -53,7 +53,7 @@ impl Metrics {
     }
 
     /// Renders everything, with the engine's counters.
-    pub fn render(&self, db: &DatabaseStats) -> String {
+    pub fn render(&self, db: &DatabaseStats, ingest: &telemark_ingest::stats::IngestStats) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -62,6 +62,15 @@ impl Metrics {
             }
         };
         let one = |v: u64| vec![(String::new(), v.to_string())];
+        for (name, help, v) in ingest.counters() {
+            metric(name, "counter", help, &one(v));
+        }
+        metric(
+            "telemark_mqtt_connections",
+            "gauge",
+            "MQTT connections open now.",
+            &[(String::new(), ingest.connections().to_string())],
+        );
         metric("telemark_rows_written_total", "counter", "Rows written since start.", &one(db.rows_written));
         metric("telemark_queries_total", "counter", "SQL queries run.", &one(self.queries.load(Ordering::Relaxed)));
         metric(

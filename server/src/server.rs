@@ -27,6 +27,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The effective configuration.
     pub config: Arc<Config>,
+    /// Counters of the ingest paths (line protocol, MQTT).
+    pub ingest_stats: Arc<telemark_ingest::stats::IngestStats>,
 }
 
 /// Runs until SIGINT or SIGTERM, then flushes and closes the database.
@@ -49,6 +51,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         auth: Authenticator::new(config.tokens.clone()),
         metrics: Arc::new(Metrics::default()),
         config: Arc::new(config.clone()),
+        ingest_stats: Arc::default(),
     });
     let tls = match &config.tls {
         Some(t) => {
@@ -109,6 +112,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         })
     };
+    let mut mqtt_tasks = Vec::new();
+    if config.mqtt.enabled {
+        mqtt_tasks = start_mqtt(&config, &state, &stop_rx).await?;
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts wait for these lines.
     println!("telemark: HTTP API listening on {scheme}://{http_addr}");
@@ -125,7 +132,18 @@ pub async fn serve(config: Config) -> Result<(), String> {
             Err(e) => tracing::error!(%name, error = %e, "listener task panicked"),
         }
     }
+    for task in mqtt_tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "MQTT task panicked");
+        }
+    }
     drop(state);
+    // The ingest writer thread holds the database until its last handle is gone.
+    let mut waited = 0;
+    while Arc::strong_count(&db) > 1 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
     let db = Arc::try_unwrap(db).map_err(|_| "the database is still in use at shutdown".to_string())?;
     tokio::task::spawn_blocking(move || db.close())
         .await
@@ -172,4 +190,60 @@ async fn wait_for_signal() {
 /// Parses `host:port` or a URL's authority into a socket address.
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|e| format!("`{s}` is not an address like 127.0.0.1:8181: {e}"))
+}
+
+/// Starts the MQTT listener(s) and bridges; prints where they listen.
+async fn start_mqtt(
+    config: &Config,
+    state: &Arc<AppState>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    use telemark_ingest::mqtt;
+    let m = &config.mqtt;
+    let rules = telemark_ingest::RuleSet::compile(&m.rules)?;
+    let bridges = m
+        .bridges
+        .iter()
+        .map(|b| telemark_ingest::bridge::Bridge::new(b.clone(), &rules.filters()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = match &m.tls {
+        None => None,
+        Some(t) => {
+            let read = |p: &std::path::Path, what: &str| {
+                std::fs::read(p).map_err(|e| format!("mqtt.tls.{what} {}: {e}", p.display()))
+            };
+            let files = mqtt::tls::TlsFiles {
+                cert_pem: read(&t.cert, "cert")?,
+                key_pem: read(&t.key, "key")?,
+                client_ca_pem: t.client_ca.as_ref().map(|p| read(p, "client_ca")).transpose()?,
+            };
+            Some(mqtt::tls::server_config(&files)?)
+        }
+    };
+    let sink =
+        telemark_ingest::Sink::start(state.db.clone()).map_err(|e| format!("cannot start the ingest writer: {e}"))?;
+    let ctx = Arc::new(mqtt::MqttContext::new(
+        state.db.clone(),
+        sink,
+        rules,
+        Arc::new(crate::auth::MqttAuth(state.auth.clone())),
+        state.ingest_stats.clone(),
+        m.listener_options(),
+    ));
+    let mut tasks = Vec::new();
+    let plain = TcpListener::bind(m.addr).await.map_err(|e| format!("cannot bind MQTT on {}: {e}", m.addr))?;
+    let plain_addr = plain.local_addr().map_err(|e| e.to_string())?;
+    tasks.push(tokio::spawn(mqtt::serve(plain, ctx.clone(), stop.clone())));
+    println!("telemark: MQTT listening on {}", mqtt::describe(&plain_addr, false));
+    if let Some(tls) = tls {
+        let listener =
+            TcpListener::bind(m.tls_addr).await.map_err(|e| format!("cannot bind MQTT TLS on {}: {e}", m.tls_addr))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tasks.push(tokio::spawn(mqtt::serve_tls(listener, ctx.clone(), tls, stop.clone())));
+        println!("telemark: MQTT over TLS listening on {}", mqtt::describe(&addr, true));
+    }
+    for bridge in bridges {
+        tasks.push(tokio::spawn(bridge.run(ctx.clone(), stop.clone())));
+    }
+    Ok(tasks)
 }
