@@ -5,6 +5,7 @@ import pathlib
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -21,7 +22,10 @@ LAB_RO = "lab-ro-secret"
 
 
 class Server:
-    def __init__(self, data_dir, config_text):
+    """A running `telemark serve`. Its output is drained by threads so a
+    chatty log never blocks the server; `self.output()` returns it so far."""
+
+    def __init__(self, data_dir, config_text, extra_args=()):
         if not os.path.exists(BIN):
             raise RuntimeError(f"telemark binary not found at {BIN}: run `cargo build -p telemark-server` first")
         self.data_dir = pathlib.Path(data_dir)
@@ -29,23 +33,55 @@ class Server:
         self.config.write_text(config_text)
         self.proc = subprocess.Popen(
             [BIN, "serve", "--config", str(self.config), "--data-dir", str(self.data_dir),
-             "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+             "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
+             "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.http = None
         self.flight = None
+        self.mqtt = None   # (host, port)
+        self.mqtts = None  # (host, port), when [mqtt.tls] is configured
+        self._out = []
+        self._err = []
         deadline = time.time() + 60
         while self.http is None or self.flight is None:
             line = self.proc.stdout.readline()
             if not line:
                 err = self.proc.stderr.read()
                 raise RuntimeError(f"telemark serve exited early: {err}")
+            self._out.append(line)
+            addr = line.strip().rsplit(" ", 1)[-1]
             if "HTTP API listening on" in line:
-                self.http = line.strip().rsplit(" ", 1)[-1]
+                self.http = addr
             if "Flight SQL listening on" in line:
-                self.flight = line.strip().rsplit(" ", 1)[-1]
+                self.flight = addr
+            if "MQTT listening on" in line:
+                self.mqtt = _host_port(addr)
+            if "MQTT over TLS listening on" in line:
+                self.mqtts = _host_port(addr)
             if time.time() > deadline:
                 raise RuntimeError("telemark serve did not start within 60 s")
+        self._drains = [
+            threading.Thread(target=_drain, args=(self.proc.stdout, self._out), daemon=True),
+            threading.Thread(target=_drain, args=(self.proc.stderr, self._err), daemon=True),
+        ]
+        for t in self._drains:
+            t.start()
+
+    def output(self):
+        """(stdout, stderr) printed so far."""
+        return "".join(self._out), "".join(self._err)
+
+    def sql(self, q, db=None, token=None):
+        """Rows of a query over the HTTP API, as a list of dicts."""
+        import requests
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        params = {"q": q, "format": "json"}
+        if db:
+            params["db"] = db
+        r = requests.get(f"{self.http}/api/v3/query_sql", params=params, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -62,9 +98,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        out = self.proc.stdout.read()
-        err = self.proc.stderr.read()
+        for t in self._drains:
+            t.join(timeout=10)
+        out, err = self.output()
         return self.proc.returncode, out, err
+
+    def kill(self):
+        """SIGKILL, as a crash."""
+        self.proc.kill()
+        self.proc.wait()
+        for t in self._drains:
+            t.join(timeout=10)
+
+
+def _host_port(url):
+    hostport = url.split("://", 1)[-1]
+    host, port = hostport.rsplit(":", 1)
+    return host, int(port)
+
+
+def _drain(stream, sink):
+    for line in iter(stream.readline, ""):
+        sink.append(line)
 
 
 def token_config(extra=""):
