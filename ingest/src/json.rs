@@ -28,12 +28,9 @@ pub enum TimeUnit {
 }
 
 impl TimeUnit {
-    /// Converts a numeric time in this unit to nanoseconds since the epoch.
-    pub fn to_nanos(self, v: f64) -> Option<i64> {
-        if !v.is_finite() {
-            return None;
-        }
-        let unit = match self {
+    /// The concrete unit: `Auto` picks one by the magnitude of `v`.
+    pub fn resolve(self, v: f64) -> TimeUnit {
+        match self {
             TimeUnit::Auto => {
                 let a = v.abs();
                 if a < 1e11 {
@@ -47,16 +44,34 @@ impl TimeUnit {
                 }
             }
             u => u,
-        };
-        let scale = match unit {
-            TimeUnit::S => 1e9,
-            TimeUnit::Ms => 1e6,
-            TimeUnit::Us => 1e3,
-            TimeUnit::Ns | TimeUnit::Auto => 1.0,
-        };
-        let ns = (v * scale).round();
+        }
+    }
+
+    fn nanos_per_unit(self) -> i64 {
+        match self {
+            TimeUnit::S => 1_000_000_000,
+            TimeUnit::Ms => 1_000_000,
+            TimeUnit::Us => 1_000,
+            TimeUnit::Ns | TimeUnit::Auto => 1,
+        }
+    }
+
+    /// Converts an integer time in this unit to nanoseconds, exactly.
+    pub fn int_to_nanos(self, v: i64) -> Option<i64> {
+        #[expect(clippy::cast_precision_loss, reason = "only the magnitude picks the unit")]
+        let unit = self.resolve(v as f64);
+        v.checked_mul(unit.nanos_per_unit())
+    }
+
+    /// Converts a numeric time in this unit to nanoseconds since the epoch.
+    pub fn to_nanos(self, v: f64) -> Option<i64> {
+        if !v.is_finite() {
+            return None;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "scales are exact powers of ten below 2^53")]
+        let ns = (v * self.resolve(v).nanos_per_unit() as f64).round();
         // i64::MAX as f64 rounds up to 2^63, so compare strictly.
-        if ns >= -9.223_372_036_854_775_808e18 && ns < 9.223_372_036_854_775_808e18 {
+        if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&ns) {
             #[expect(clippy::cast_possible_truncation, reason = "range checked above")]
             Some(ns as i64)
         } else {
@@ -139,12 +154,9 @@ impl JsonFormat {
     fn parse_time(&self, field: &str, v: &Scalar) -> Result<i64, String> {
         match v {
             Scalar::Number(n) => {
-                let ns = match (self.time_unit, n.as_i64()) {
-                    (TimeUnit::Ns, Some(i)) => Some(i),
-                    (TimeUnit::Us, Some(i)) => i.checked_mul(1_000),
-                    (TimeUnit::Ms, Some(i)) => i.checked_mul(1_000_000),
-                    (TimeUnit::S, Some(i)) => i.checked_mul(1_000_000_000),
-                    _ => n.as_f64().and_then(|f| self.time_unit.to_nanos(f)),
+                let ns = match n.as_i64() {
+                    Some(i) => self.time_unit.int_to_nanos(i),
+                    None => n.as_f64().and_then(|f| self.time_unit.to_nanos(f)),
                 };
                 ns.ok_or_else(|| format!("time field `{field}` = {n} is out of range"))
             }

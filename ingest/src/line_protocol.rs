@@ -418,12 +418,14 @@ impl FusedIterator for Lines<'_> {}
 /// that no line in it runs into the invalid byte unnoticed.
 fn utf8_window(body: &[u8], from: usize) -> (&str, usize) {
     let rest = body.get(from..).unwrap_or_default();
-    let valid = rest.utf8_chunks().next().map_or("", |chunk| chunk.valid());
-    if valid.len() == rest.len() {
-        return (valid, from);
-    }
-    let cut = valid.bytes().rposition(|b| b == b'\n').map_or(0, |i| i + 1);
-    (valid.get(..cut).unwrap_or_default(), from)
+    // `from_utf8` has a fast path for ASCII; `utf8_chunks` does not.
+    let valid_up_to = match std::str::from_utf8(rest) {
+        Ok(text) => return (text, from),
+        Err(e) => e.valid_up_to(),
+    };
+    let prefix = rest.get(..valid_up_to).unwrap_or_default();
+    let cut = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    (prefix.get(..cut).and_then(|p| std::str::from_utf8(p).ok()).unwrap_or_default(), from)
 }
 
 fn find_newline(bytes: &[u8], from: usize) -> usize {
