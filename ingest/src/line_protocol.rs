@@ -536,7 +536,10 @@ struct Fail {
     message: String,
 }
 
-type ParseResult<T> = Result<T, Fail>;
+/// Boxed, so that results on the hot path stay small.
+type ParseResult<T> = Result<T, Box<Fail>>;
+
+type Fields<'a> = Vec<(Cow<'a, str>, FieldValue<'a>)>;
 
 /// Parses one line of a text that is known to be valid UTF-8. Every token
 /// boundary is at an ASCII byte or at the ends of the text, so slicing the
@@ -564,7 +567,9 @@ impl<'a> Parser<'a> {
     fn slice(&self, start: usize, end: usize) -> ParseResult<&'a str> {
         match self.text.get(start..end) {
             Some(s) => Ok(s),
-            None => Err(Fail { pos: start, message: "internal error: token boundary inside a character".to_owned() }),
+            None => {
+                Err(Box::new(Fail { pos: start, message: "internal error: token boundary inside a character".to_owned() }))
+            }
         }
     }
 
@@ -584,7 +589,7 @@ impl<'a> Parser<'a> {
     }
 
     fn fail<T>(&self, pos: usize, message: String) -> ParseResult<T> {
-        Err(Fail { pos, message })
+        Err(Box::new(Fail { pos, message }))
     }
 
     /// Describes the byte at `at` for "found ..." in messages.
@@ -692,8 +697,9 @@ impl<'a> Parser<'a> {
                     .fail(self.pos, format!("expected `=` after field key `{raw}`, found {}", self.found(self.pos)));
             }
             self.pos += 1;
-            let value = self.field_value(key_start, key_end)?;
-            out.fields.push((key, value));
+            // Pushing in place, rather than returning the value, keeps the
+            // hot path free of store-forwarding stalls.
+            self.field_value(key, key_start, key_end, &mut out.fields)?;
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b' ') => return Ok(true),
@@ -712,11 +718,17 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn field_value(&mut self, key_start: usize, key_end: usize) -> ParseResult<FieldValue<'a>> {
+    fn field_value(
+        &mut self,
+        key: Cow<'a, str>,
+        key_start: usize,
+        key_end: usize,
+        fields: &mut Fields<'a>,
+    ) -> ParseResult<()> {
         let start = self.pos;
         match self.peek() {
-            Some(b'"') => return self.string_value(key_start, key_end),
-            Some(b'0'..=b'9' | b'-' | b'.') => return self.number_value(key_start, key_end),
+            Some(b'"') => return self.string_value(key, key_start, key_end, fields),
+            Some(b'0'..=b'9' | b'-' | b'.') => return self.number_value(key, key_start, key_end, fields),
             _ if self.is_line_end(start) => {}
             Some(b',' | b' ' | b'\r') => {}
             Some(_) => {
@@ -724,7 +736,8 @@ impl<'a> Parser<'a> {
                 let token = self.slice(start, end)?;
                 self.pos = end;
                 if let Some(b) = parse_bool(token.as_bytes()) {
-                    return Ok(FieldValue::Bool(b));
+                    fields.push((key, FieldValue::Bool(b)));
+                    return Ok(());
                 }
                 let raw = self.snippet(key_start, key_end);
                 let shown = snippet(token);
@@ -747,7 +760,13 @@ impl<'a> Parser<'a> {
         self.fail(start, format!("expected field value after `{raw}=`, found {}", self.found(start)))
     }
 
-    fn number_value(&mut self, key_start: usize, key_end: usize) -> ParseResult<FieldValue<'a>> {
+    fn number_value(
+        &mut self,
+        key: Cow<'a, str>,
+        key_start: usize,
+        key_end: usize,
+        fields: &mut Fields<'a>,
+    ) -> ParseResult<()> {
         let start = self.pos;
         let end = scan(self.bytes, start, VALUE);
         let token = self.slice(start, end)?;
@@ -756,7 +775,10 @@ impl<'a> Parser<'a> {
         match bytes.split_last() {
             Some((b'i', digits)) => {
                 match parse_i64(digits) {
-                    Ok(v) => return Ok(FieldValue::I64(v)),
+                    Ok(v) => {
+                    fields.push((key, FieldValue::I64(v)));
+                    return Ok(());
+                }
                     Err(IntError::Overflow) => {
                         let raw = self.snippet(key_start, key_end);
                         let shown = snippet(token);
@@ -769,7 +791,10 @@ impl<'a> Parser<'a> {
                 }
             }
             Some((b'u', digits)) => match parse_u64(digits) {
-                Ok(v) => return Ok(FieldValue::U64(v)),
+                Ok(v) => {
+                    fields.push((key, FieldValue::U64(v)));
+                    return Ok(());
+                }
                 Err(IntError::Overflow) => {
                     let raw = self.snippet(key_start, key_end);
                     let shown = snippet(token);
@@ -784,11 +809,15 @@ impl<'a> Parser<'a> {
             },
             _ => {
                 if let Some(v) = parse_f64_fast(bytes) {
-                    return Ok(FieldValue::F64(v));
+                    fields.push((key, FieldValue::F64(v)));
+                    return Ok(());
                 }
                 if is_float_syntax(bytes) {
                     match token.parse::<f64>() {
-                        Ok(v) if v.is_finite() => return Ok(FieldValue::F64(v)),
+                        Ok(v) if v.is_finite() => {
+                            fields.push((key, FieldValue::F64(v)));
+                            return Ok(());
+                        }
                         Ok(_) => {
                             let raw = self.snippet(key_start, key_end);
                             let shown = snippet(token);
@@ -816,7 +845,13 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses `"..."`, starting at the opening quote.
-    fn string_value(&mut self, key_start: usize, key_end: usize) -> ParseResult<FieldValue<'a>> {
+    fn string_value(
+        &mut self,
+        key: Cow<'a, str>,
+        key_start: usize,
+        key_end: usize,
+        fields: &mut Fields<'a>,
+    ) -> ParseResult<()> {
         let open = self.pos;
         let start = open + 1;
         let mut i = scan(self.bytes, start, STRING);
@@ -825,7 +860,8 @@ impl<'a> Parser<'a> {
             match self.bytes.get(i) {
                 Some(b'"') => {
                     self.pos = i + 1;
-                    return Ok(FieldValue::Str(Cow::Borrowed(self.slice(start, i)?)));
+                    fields.push((key, FieldValue::Str(Cow::Borrowed(self.slice(start, i)?))));
+                    return Ok(());
                 }
                 Some(b'\n') => {
                     self.newlines += 1;
@@ -843,7 +879,8 @@ impl<'a> Parser<'a> {
                 Some(b'"') => {
                     s.push_str(self.slice(seg, i)?);
                     self.pos = i + 1;
-                    return Ok(FieldValue::Str(Cow::Owned(s)));
+                    fields.push((key, FieldValue::Str(Cow::Owned(s))));
+                    return Ok(());
                 }
                 Some(b'\n') => {
                     self.newlines += 1;

@@ -182,6 +182,12 @@ async fn read_connect<R: AsyncRead + Unpin>(
 ) -> Result<Box<ConnectPacket>, String> {
     let deadline = tokio::time::Instant::now() + ctx.options.connect_timeout;
     loop {
+        // Refuse a stream that is not MQTT at its first byte instead of waiting for a frame.
+        if let Some(&first) = buf.first()
+            && first != 0x10
+        {
+            return Err(format!("expected CONNECT first, got byte 0x{first:02x}"));
+        }
         match codec::try_decode(buf, 5, ctx.options.max_packet_bytes) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
             Ok(Some(other)) => return Err(format!("expected CONNECT first, got {}", other.packet_type_name())),
