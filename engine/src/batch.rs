@@ -273,16 +273,6 @@ pub(crate) struct BatchColumn {
     pub(crate) data: Column,
 }
 
-/// A value the row builder could not place: the same column was given two
-/// kinds within one batch.
-#[derive(Debug, Clone)]
-pub(crate) struct BatchConflict {
-    pub(crate) row: usize,
-    pub(crate) column: String,
-    pub(crate) first: ColumnKind,
-    pub(crate) offered: ColumnKind,
-}
-
 /// Rows for one table, stored by column.
 ///
 /// ```
@@ -297,8 +287,12 @@ pub struct WriteBatch {
     pub(crate) table: String,
     pub(crate) times: Vec<i64>,
     pub(crate) columns: Vec<BatchColumn>,
+    /// First column of each name.
     index: HashMap<String, usize>,
-    pub(crate) conflicts: Vec<BatchConflict>,
+    /// A name given values of several kinds has one column per kind, chained
+    /// here in order of first appearance; the engine keeps the kind the table
+    /// has (or the first, for a new column) and rejects the rows of the others.
+    pub(crate) next_variant: Vec<Option<usize>>,
 }
 
 impl WriteBatch {
@@ -309,7 +303,7 @@ impl WriteBatch {
             times: Vec::new(),
             columns: Vec::new(),
             index: HashMap::new(),
-            conflicts: Vec::new(),
+            next_variant: Vec::new(),
         }
     }
 
@@ -325,6 +319,7 @@ impl WriteBatch {
             }
             batch.index.insert(c.name.clone(), batch.columns.len());
             batch.columns.push(c);
+            batch.next_variant.push(None);
         }
         batch
     }
@@ -355,25 +350,44 @@ impl WriteBatch {
         RowWriter { batch: self }
     }
 
+    fn add_column(&mut self, name: &str, kind: ColumnKind, row: usize) -> usize {
+        let mut data = Column::new(kind.value_type());
+        data.pad_to(row);
+        self.columns.push(BatchColumn { name: name.to_string(), kind, data });
+        self.next_variant.push(None);
+        self.columns.len() - 1
+    }
+
     fn set(&mut self, name: &str, kind: ColumnKind, value: FieldValue) {
         let row = self.times.len().saturating_sub(1);
         let idx = match self.index.get(name) {
-            Some(&i) => i,
+            Some(&first) => {
+                let mut i = first;
+                loop {
+                    if self.columns.get(i).is_some_and(|c| c.kind == kind) {
+                        break i;
+                    }
+                    match self.next_variant.get(i).copied().flatten() {
+                        Some(next) => i = next,
+                        None => {
+                            let new = self.add_column(name, kind, row);
+                            if let Some(link) = self.next_variant.get_mut(i) {
+                                *link = Some(new);
+                            }
+                            break new;
+                        }
+                    }
+                }
+            }
             None => {
-                let mut data = Column::new(kind.value_type());
-                data.pad_to(row);
-                self.columns.push(BatchColumn { name: name.to_string(), kind, data });
-                self.index.insert(name.to_string(), self.columns.len() - 1);
-                self.columns.len() - 1
+                let new = self.add_column(name, kind, row);
+                self.index.insert(name.to_string(), new);
+                new
             }
         };
         let Some(col) = self.columns.get_mut(idx) else {
             return;
         };
-        if col.kind != kind {
-            self.conflicts.push(BatchConflict { row, column: name.to_string(), first: col.kind, offered: kind });
-            return;
-        }
         if col.data.len() == row + 1 {
             // The same column set twice in one row: the later value wins.
             if col.data.values.set_value(row, value)
@@ -431,17 +445,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builder_pads_and_records_conflicts() {
+    fn builder_pads_and_keeps_each_kind_of_a_column_apart() {
         let mut b = WriteBatch::new("t");
         b.row(1).field("a", 1.0);
         b.row(2).field("b", 2i64);
         b.row(3).field("a", "oops").field("a", 3.0);
         b.pad_columns();
-        assert_eq!(b.columns.len(), 2);
-        let a = &b.columns[0].data;
-        assert_eq!(a.valid, vec![true, false, true]);
-        assert_eq!(a.values, Values::F64(vec![1.0, 0.0, 3.0]));
-        assert_eq!(b.conflicts.len(), 1);
-        assert_eq!(b.conflicts[0].row, 2);
+        assert_eq!(b.columns.len(), 3);
+        assert_eq!(b.columns[0].data.valid, vec![true, false, true]);
+        assert_eq!(b.columns[2].kind, ColumnKind::Field(FieldType::String));
+        assert_eq!(b.columns[2].data.valid, vec![false, false, true]);
+        assert_eq!(b.next_variant, vec![Some(2), None, None]);
     }
 }

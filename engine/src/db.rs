@@ -467,24 +467,8 @@ impl Inner {
         // Rejects conflicting rows; returns the columns the table does not have yet.
         let mut check = |schema: &TableSchema| -> Vec<(&str, ColumnKind)> {
             let mut new_columns = Vec::new();
-            for c in &batch.conflicts {
-                let stored = schema.id_of(&c.column).and_then(|id| schema.column(id)).map(|d| d.kind);
-                let message = match stored {
-                    Some(kind) => format!(
-                        "database `{database}`, table `{table}`: column `{}` is {}, got {} value",
-                        c.column,
-                        kind.with_article(),
-                        c.offered.with_article()
-                    ),
-                    None => format!(
-                        "database `{database}`, table `{table}`: column `{}` is {} earlier in this batch, got {} value",
-                        c.column,
-                        c.first.with_article(),
-                        c.offered.with_article()
-                    ),
-                };
-                reject(c.row, &c.column, message);
-            }
+            // The first column of each name in the batch; later ones are other kinds of values for it.
+            let mut first_of: HashMap<&str, ColumnKind> = HashMap::new();
             for c in &batch.columns {
                 let rows_with_value = || (0..n).filter(|&r| c.data.is_valid(r));
                 if let Err(e) = validate_name("column", &c.name) {
@@ -492,7 +476,17 @@ impl Inner {
                     rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
                     continue;
                 }
+                let first = *first_of.entry(c.name.as_str()).or_insert(c.kind);
                 match schema.id_of(&c.name).and_then(|id| schema.column(id)) {
+                    None if first != c.kind => {
+                        let msg = format!(
+                            "database `{database}`, table `{table}`: column `{}` is {} earlier in this batch, got {} value",
+                            c.name,
+                            first.with_article(),
+                            c.kind.with_article()
+                        );
+                        rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
+                    }
                     Some(def) if def.kind != c.kind => {
                         let msg = format!(
                             "database `{database}`, table `{table}`: column `{}` is {}, got {} value",

@@ -263,3 +263,60 @@ fn partitioned_scans_read_every_series_exactly_once() {
     assert_eq!(parts, all);
     assert!(sizes.iter().all(|n| *n > 0), "every share got some series: {sizes:?}");
 }
+
+#[test]
+fn a_conflicting_first_row_does_not_take_the_good_rows_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut b = WriteBatch::new("tf");
+    b.row(1).field("temp", 20.5);
+    assert_eq!(db.write("d", &b).unwrap().rows_written, 1);
+    let mut b = WriteBatch::new("tf");
+    b.row(2).field("temp", 21i64);
+    b.row(3).field("temp", 22.5);
+    b.row(4).field("temp", 23.5);
+    let out = db.write("d", &b).unwrap();
+    assert_eq!(out.rows_written, 2);
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].row, 0);
+    assert!(
+        out.rejected[0].message.contains("column `temp` is a float field, got an integer field value"),
+        "{}",
+        out.rejected[0].message
+    );
+    // In a new table the first kind seen wins, and the message says so.
+    let mut b = WriteBatch::new("fresh");
+    b.row(1).field("v", 1i64);
+    b.row(2).field("v", 2.5);
+    b.row(3).field("v", 3i64);
+    let out = db.write("d", &b).unwrap();
+    assert_eq!(out.rows_written, 2);
+    assert_eq!(out.rejected[0].row, 1);
+    assert!(
+        out.rejected[0].message.contains("is an integer field earlier in this batch, got a float field value"),
+        "{}",
+        out.rejected[0].message
+    );
+}
+
+#[test]
+fn write_many_lands_each_batch_on_its_own_and_shares_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut a = WriteBatch::new("a");
+    a.row(1).field("x", 1.0);
+    let mut b = WriteBatch::new("b");
+    b.row(1).field("y", 2i64);
+    b.row(2).field("y", 3i64);
+    let bad = WriteBatch::new("bad name\u{7}");
+    let syncs = db.stats().wal_syncs;
+    let results = db.write_many([("d", &a), ("d", &b), ("d", &bad), ("e", &a)]);
+    assert_eq!(db.stats().wal_syncs - syncs, 1, "one fsync for the whole group");
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap().rows_written, 1);
+    assert_eq!(results[1].as_ref().unwrap().rows_written, 2);
+    assert!(matches!(results[2], Err(Error::InvalidName { .. })));
+    assert_eq!(results[3].as_ref().unwrap().rows_written, 1);
+    assert_eq!(collect(&db, &ScanRequest::new("d", "b")).iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    assert_eq!(collect(&db, &ScanRequest::new("e", "a")).iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+}

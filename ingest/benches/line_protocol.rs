@@ -56,6 +56,11 @@ impl SplitMix64 {
     }
 }
 
+/// The tag value of truck `truck` among `values`.
+fn pick(values: &[&'static str], truck: usize) -> &'static str {
+    values.get(truck % values.len()).copied().unwrap_or_default()
+}
+
 /// `LINES` fleet lines from 1 000 trucks reporting every 10 s, newline-terminated.
 fn fleet_body() -> String {
     let mut rng = SplitMix64(0x7e1e_3a4c);
@@ -66,10 +71,10 @@ fn fleet_body() -> String {
             measurement: "readings".into(),
             tags: vec![
                 ("name".into(), format!("truck_{truck}").into()),
-                ("fleet".into(), FLEETS[truck % FLEETS.len()].into()),
-                ("driver".into(), DRIVERS[truck % DRIVERS.len()].into()),
-                ("model".into(), MODELS[truck % MODELS.len()].into()),
-                ("device_version".into(), VERSIONS[truck % VERSIONS.len()].into()),
+                ("fleet".into(), pick(&FLEETS, truck).into()),
+                ("driver".into(), pick(&DRIVERS, truck).into()),
+                ("model".into(), pick(&MODELS, truck).into()),
+                ("device_version".into(), pick(&VERSIONS, truck).into()),
             ],
             fields: FIELDS
                 .iter()

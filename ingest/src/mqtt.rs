@@ -132,6 +132,7 @@ pub struct Prepared {
     topic: String,
     client_id: String,
     payload_head: Vec<u8>,
+    payload_bytes: usize,
     now_ns: i64,
 }
 
@@ -175,6 +176,7 @@ impl MqttContext {
             topic: p.topic.to_string(),
             client_id: p.client_id.to_string(),
             payload_head: p.payload.get(..crate::rules::REJECTED_PAYLOAD_BYTES).unwrap_or(p.payload).to_vec(),
+            payload_bytes: p.payload.len(),
             now_ns: p.now_ns,
             ..Default::default()
         };
@@ -213,7 +215,7 @@ impl MqttContext {
         };
         let n_data = writes.len();
         for (database, reason) in &prepared.rejected {
-            writes.push((database.clone(), rejected_row(&origin, reason)));
+            writes.push((database.clone(), rejected_row(&origin, reason, prepared.payload_bytes)));
         }
         let databases: Vec<String> = writes.iter().map(|(d, _)| d.clone()).collect();
         let results = self.sink.write(writes).await?;
@@ -243,7 +245,7 @@ impl MqttContext {
             for reason in reasons {
                 tracing::warn!(topic = %prepared.topic, client_id = %prepared.client_id, %database, %reason, "rows rejected; kept in the _rejected table");
                 IngestStats::add(&self.stats.mqtt_payloads_rejected, 1);
-                followup.push((database.clone(), rejected_row(&origin, &reason)));
+                followup.push((database.clone(), rejected_row(&origin, &reason, prepared.payload_bytes)));
             }
         }
         IngestStats::add(&self.stats.mqtt_rows_written, rows);

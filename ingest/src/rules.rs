@@ -444,12 +444,13 @@ impl RuleSet {
 }
 
 /// A row for the `_rejected` table: why a payload was not stored.
-pub fn rejected_row(p: &Publish<'_>, reason: &str) -> WriteBatch {
+/// `p.payload` may be cut short already; `payload_bytes` is the whole size.
+pub fn rejected_row(p: &Publish<'_>, reason: &str, payload_bytes: usize) -> WriteBatch {
     let mut batch = WriteBatch::new(REJECTED_TABLE);
     let row = batch.row(p.now_ns).tag("topic", p.topic);
     let row = if p.client_id.is_empty() { row } else { row.tag("client_id", p.client_id) };
     let _ =
-        row.field("reason", reason).field("payload", preview(p.payload)).field("payload_bytes", p.payload.len() as u64);
+        row.field("reason", reason).field("payload", preview(p.payload)).field("payload_bytes", payload_bytes as u64);
     batch
 }
 

@@ -158,11 +158,11 @@ async fn a_malformed_packet_closes_only_its_connection() {
     let f = start().await;
     let (mut good, _) = session(f.addr, "good", true).await;
     for (i, bad) in [
-        vec![0x00, 0x00],                     // reserved packet type
-        vec![0xc0, 0x01, 0x00],               // PINGREQ with a body
+        vec![0x00, 0x00],                    // reserved packet type
+        vec![0xc0, 0x01, 0x00],              // PINGREQ with a body
         frame(0x82, &[0, 0, 0, 1, b'a', 0]), // SUBSCRIBE with packet id 0
         connect("again", true),              // a second CONNECT
-        vec![0x30, 0xff, 0xff, 0xff, 0x7f],   // PUBLISH larger than the limit
+        vec![0x30, 0xff, 0xff, 0xff, 0x7f],  // PUBLISH larger than the limit
     ]
     .into_iter()
     .enumerate()
@@ -170,9 +170,12 @@ async fn a_malformed_packet_closes_only_its_connection() {
         let (mut s, _) = session(f.addr, &format!("bad-{i}"), true).await;
         s.write_all(&bad).await.unwrap();
         let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
         assert_eq!(n, 0, "case {i}: connection closed without a reply");
-        good.write_all(&publish(1, false, 1 + i as u16, "dev/g/t", format!(r#"{{"v":{i}}}"#).as_bytes())).await.unwrap();
+        good.write_all(&publish(1, false, 1 + i as u16, "dev/g/t", format!(r#"{{"v":{i}}}"#).as_bytes()))
+            .await
+            .unwrap();
         assert_eq!(read_exact(&mut good, 4).await, [0x40, 2, 0, 1 + i as u8], "the other connection still works");
     }
     // Garbage before CONNECT closes the socket too.

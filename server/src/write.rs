@@ -12,7 +12,7 @@ use std::io::Read as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +42,7 @@ pub async fn write_v2(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(params): Query<WriteParams>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     respond(&state, write(&state, &headers, params.bucket.as_deref(), "bucket", &params, body).await)
 }
@@ -52,7 +52,7 @@ pub async fn write_v1(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(params): Query<WriteParams>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     respond(&state, write(&state, &headers, params.db.as_deref(), "db", &params, body).await)
 }
@@ -106,7 +106,7 @@ async fn write(
     database: Option<&str>,
     param: &str,
     params: &WriteParams,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     state.metrics.request("http");
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -129,6 +129,18 @@ async fn write(
     };
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let limit = state.config.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::new(
+                Kind::TooLarge,
+                format!("the request body is larger than max_body_bytes = {limit}; split the write"),
+            )
+        } else {
+            ApiError::new(Kind::BadRequest, format!("reading the request body failed: {e}"))
+        }
+    })?;
     let body: Vec<u8> = match encoding.to_ascii_lowercase().as_str() {
         "gzip" | "x-gzip" => gunzip(&body, limit)?,
         "identity" | "" => body.into(),

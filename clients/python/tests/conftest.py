@@ -145,6 +145,27 @@ read = ["lab"]
 """
 
 
+@pytest.fixture
+def start_server(tmp_path):
+    """`start_server(config_text="", data_dir=None)` starts a `Server` for one test; every server it
+    started is stopped afterwards, whatever happened, and its log is printed (pytest shows it when the
+    test fails). A `data_dir` already used by a stopped or killed server restarts on that data."""
+    started = []
+
+    def start(config_text="", data_dir=None, extra_args=()):
+        s = Server(data_dir or tmp_path / f"data{len(started)}", config_text, extra_args)
+        started.append(s)
+        return s
+
+    yield start
+    for i, s in enumerate(started):
+        try:
+            s.stop(timeout=10)
+        finally:
+            out, err = s.output()
+            print(f"--- server {i} ({s.data_dir}) stdout ---\n{out}--- server {i} stderr ---\n{err}")
+
+
 @pytest.fixture(scope="session")
 def server():
     with tempfile.TemporaryDirectory() as tmp:
