@@ -85,7 +85,7 @@ def start_telemark(target, tmp, name):
     data = os.path.join(tmp, name)
     cfg = os.path.join(tmp, name + ".toml")
     with open(cfg, "w") as f:
-        f.write(f"[mqtt]\nmax_connections = 5000\n{RULES}")
+        f.write(f"[mqtt]\nmax_connections = 15000\n{RULES}")
     p = Proc([os.path.join(target, "telemark"), "serve", "--config", cfg, "--data-dir", data,
               "--http-addr", f"127.0.0.1:{http}", "--flight-addr", f"127.0.0.1:{flight}",
               "--mqtt-addr", f"127.0.0.1:{mqtt}"], os.path.join(tmp, name + ".log"))
@@ -100,10 +100,18 @@ def lp_load(target, url, a):
     return json.loads(out.stdout)
 
 
-def mqtt_load(target, mqtt, http, publishers, qos, messages, rate=0):
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def mqtt_load(target, mqtt, http, publishers, qos, messages, rate=0, idle=0):
     args = [os.path.join(target, "telemark-mqtt-load"), "--mqtt", f"127.0.0.1:{mqtt}", "--http", f"http://127.0.0.1:{http}",
             "--publishers", str(publishers), "--messages", str(messages), "--qos", str(qos), "--rate", str(rate),
-            "--seed", str(publishers * 10 + qos)]
+            "--seed", str(publishers * 10 + qos), "--idle", str(idle)]
     out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed: {out.stderr}")
@@ -119,6 +127,7 @@ def main():
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-mqtt", action="store_true")
+    ap.add_argument("--idle", type=int, default=10000, help="idle MQTT connections held during the fixed-rate run")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="telemark-bench-ingest-")
     results = {"http": {}, "mqtt": []}
@@ -182,8 +191,10 @@ bind-address = "127.0.0.1:{free_port()}"
                         r = mqtt_load(a.target, mqtt, http, publishers, qos, messages)
                         results["mqtt"].append(r)
                         print(json.dumps(r), flush=True)
-                r = mqtt_load(a.target, mqtt, http, 100, 1, 500, rate=10000)
+                rss_before = rss_mib(p.p.pid)
+                r = mqtt_load(a.target, mqtt, http, 100, 1, 500, rate=10000, idle=a.idle)
                 r["fixed_rate"] = True
+                r["rss_mib_before"] = rss_before
                 results["mqtt"].append(r)
                 print(json.dumps(r), flush=True)
             finally:
@@ -211,6 +222,10 @@ bind-address = "127.0.0.1:{free_port()}"
             ack = f"{r['puback_p50_ms']} / {r['puback_p99_ms']} ms" if r["qos"] else "—"
             print(f"| {r['publishers']} | {r['qos']} | {rate} | {r['messages']} | {r['messages_per_sec'] / 1e3:.1f} k | "
                   f"{r['points_per_sec'] / 1e3:.0f} k | {ack} | {r['visible_p50_ms']} / {r['visible_p99_ms']} ms ({r['visible_samples']}) |")
+        for r in results["mqtt"]:
+            if r.get("idle_connections"):
+                print(f"\nThe fixed-rate run held {r['idle_connections']} idle device connections open beside the publishers "
+                      f"(opened in {r['idle_connect_seconds']:.1f} s).")
 
 
 if __name__ == "__main__":

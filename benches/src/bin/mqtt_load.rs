@@ -54,6 +54,58 @@ struct Args {
     /// API token (sent as the MQTT password and the HTTP bearer token).
     #[arg(long)]
     token: Option<String>,
+    /// Idle device connections to open (CONNECT, then silence) and hold during the run.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+}
+
+/// Opens `n` connections that CONNECT (keep-alive 20 min) and then stay silent.
+async fn open_idle(a: &Args, n: usize) -> Result<Vec<TcpStream>, String> {
+    let mut held = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        let opens = chunk.iter().map(|i| {
+            let addr = a.mqtt.clone();
+            let token = a.token.clone();
+            let i = *i;
+            async move {
+                let mut s = TcpStream::connect(&addr).await.map_err(|e| format!("idle connection {i}: {e}"))?;
+                let mut body = Vec::new();
+                put_str(&mut body, b"MQTT");
+                body.extend([4, 0x02 | if token.is_some() { 0xC0 } else { 0 }, 0x04, 0xB0]);
+                put_str(&mut body, format!("idle-{i}").as_bytes());
+                if let Some(t) = &token {
+                    put_str(&mut body, b"bench");
+                    put_str(&mut body, t.as_bytes());
+                }
+                s.write_all(&frame(0x10, &body)).await.map_err(|e| e.to_string())?;
+                let mut ack = [0u8; 4];
+                s.read_exact(&mut ack).await.map_err(|e| format!("idle connection {i}: no CONNACK: {e}"))?;
+                if ack[3] != 0 {
+                    return Err(format!("idle connection {i} refused: {ack:?}"));
+                }
+                Ok::<_, String>(s)
+            }
+        });
+        for r in futures_join(opens).await {
+            held.push(r?);
+        }
+    }
+    Ok(held)
+}
+
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
 }
 
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -308,6 +360,9 @@ async fn main() -> Result<(), String> {
         let per_pub = a.rate as f64 / a.publishers.max(1) as f64;
         Duration::from_secs_f64(1.0 / per_pub)
     });
+    let idle_started = Instant::now();
+    let idle = open_idle(&a, a.idle).await?;
+    let idle_secs = idle_started.elapsed().as_secs_f64();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prober = tokio::spawn(probe(a.clone(), client.clone(), stop.clone()));
     let start = Instant::now();
@@ -348,7 +403,9 @@ async fn main() -> Result<(), String> {
         "points_per_sec": points as f64 / stored_secs,
         "puback_p50_ms": ms(ack.p50), "puback_p99_ms": ms(ack.p99),
         "visible_p50_ms": ms(vis.p50), "visible_p99_ms": ms(vis.p99), "visible_samples": vis.n,
+        "idle_connections": idle.len(), "idle_connect_seconds": idle_secs,
     });
+    drop(idle);
     println!("{report}");
     Ok(())
 }

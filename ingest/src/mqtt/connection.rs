@@ -375,9 +375,12 @@ pub(super) async fn run<S>(
             }
         }
     }
+    // A will is for a device that vanished: not for a clean DISCONNECT, and
+    // not when the server itself is stopping (that would store one "offline"
+    // message per connected device on every restart).
     let send_will = match &end {
         End::Disconnect { send_will } => *send_will,
-        End::Shutdown | End::TakenOver => true,
+        End::Shutdown => false,
         _ => true,
     };
     let (log_reason, v5_code) = match &end {
