@@ -232,7 +232,7 @@ async fn store_and_ack(
             ctx.broker.publish(crate::mqtt::broker::Message {
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
-                qos: u8::from(p.qos as u8),
+                qos: p.qos as u8,
                 retain: p.retain,
             });
             stores.push((ep, p, prepared));

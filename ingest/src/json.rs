@@ -70,8 +70,9 @@ impl TimeUnit {
         }
         #[expect(clippy::cast_precision_loss, reason = "scales are exact powers of ten below 2^53")]
         let ns = (v * self.resolve(v).nanos_per_unit() as f64).round();
-        // i64::MAX as f64 rounds up to 2^63, so compare strictly.
-        if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&ns) {
+        // 2^63 is the first f64 past i64::MAX, so compare strictly.
+        const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+        if (-TWO_POW_63..TWO_POW_63).contains(&ns) {
             #[expect(clippy::cast_possible_truncation, reason = "range checked above")]
             Some(ns as i64)
         } else {

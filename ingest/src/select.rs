@@ -31,7 +31,7 @@ enum Item {
     /// `*`: every value of the payload.
     All,
     /// An expression and the name it is stored under.
-    Expr(Expr, String),
+    Expr(Box<Expr>, String),
 }
 
 /// A parsed rule statement.
@@ -96,8 +96,8 @@ impl SelectRule {
         for item in &select.projection {
             items.push(match item {
                 SelectItem::Wildcard(_) => Item::All,
-                SelectItem::UnnamedExpr(e) => Item::Expr(e.clone(), default_name(e)),
-                SelectItem::ExprWithAlias { expr, alias } => Item::Expr(expr.clone(), alias.value.clone()),
+                SelectItem::UnnamedExpr(e) => Item::Expr(Box::new(e.clone()), default_name(e)),
+                SelectItem::ExprWithAlias { expr, alias } => Item::Expr(Box::new(expr.clone()), alias.value.clone()),
                 other => return Err(format!("rule statement `{sql}`: unsupported select item `{other}`")),
             });
         }
