@@ -86,7 +86,8 @@ fn to_v(f: &FieldValue) -> V {
 
 impl Model {
     fn write(&mut self, rows: &[Row]) -> usize {
-        // The batch builder fixes a column's type at its first value in the batch.
+        // A value must have its column's stored type; for a column the table does
+        // not have yet, the type of its first value in the batch.
         let mut batch_types: BTreeMap<String, std::mem::Discriminant<FieldValue>> = BTreeMap::new();
         let mut accepted = Vec::new();
         for r in rows {
@@ -95,8 +96,8 @@ impl Model {
             for (name, v) in &r.fields {
                 let d = std::mem::discriminant(v);
                 let first = *batch_types.entry(name.clone()).or_insert(d);
-                let stored = self.types.get(name).copied().unwrap_or(first);
-                if d != first || d != stored {
+                let expected = self.types.get(name).copied().unwrap_or(first);
+                if d != expected {
                     ok = false;
                 }
                 vals.insert(name.clone(), to_v(v)); // a repeated field in one row: the last wins
