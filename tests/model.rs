@@ -106,9 +106,13 @@ impl Model {
                 accepted.push((r, vals));
             }
         }
-        // New columns take the batch's type; conflicting rows were rejected above.
-        for (name, d) in batch_types {
-            self.types.entry(name).or_insert(d);
+        // New columns take the batch's type, if a written row holds a value in them.
+        for (r, _) in &accepted {
+            for (name, _) in &r.fields {
+                if let Some(d) = batch_types.get(name) {
+                    self.types.entry(name.clone()).or_insert(*d);
+                }
+            }
         }
         let n = accepted.len();
         for (r, vals) in accepted {

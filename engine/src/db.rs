@@ -455,7 +455,7 @@ impl Inner {
         validate_name("table", &batch.table)?;
         let n = batch.len();
         let mut errors: BTreeMap<usize, RowError> = BTreeMap::new();
-        let mut reject = |row: usize, column: &str, message: String| {
+        let reject = |errors: &mut BTreeMap<usize, RowError>, row: usize, column: &str, message: String| {
             errors.entry(row).or_insert(RowError { row, column: Some(column.to_string()), message });
         };
         let table = &batch.table;
@@ -473,7 +473,7 @@ impl Inner {
                 let rows_with_value = || (0..n).filter(|&r| c.data.is_valid(r));
                 if let Err(e) = validate_name("column", &c.name) {
                     let msg = e.to_string();
-                    rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
+                    rows_with_value().for_each(|r| reject(&mut errors, r, &c.name, msg.clone()));
                     continue;
                 }
                 let first = *first_of.entry(c.name.as_str()).or_insert(c.kind);
@@ -485,7 +485,7 @@ impl Inner {
                             first.with_article(),
                             c.kind.with_article()
                         );
-                        rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
+                        rows_with_value().for_each(|r| reject(&mut errors, r, &c.name, msg.clone()));
                     }
                     Some(def) if def.kind != c.kind => {
                         let msg = format!(
@@ -494,14 +494,19 @@ impl Inner {
                             def.kind.with_article(),
                             c.kind.with_article()
                         );
-                        rows_with_value().for_each(|r| reject(r, &c.name, msg.clone()));
+                        rows_with_value().for_each(|r| reject(&mut errors, r, &c.name, msg.clone()));
                     }
                     Some(_) => {}
-                    None if rows_with_value().next().is_some() => new_columns.push((c.name.as_str(), c.kind)),
-                    None => {}
+                    None => new_columns.push((c.name.as_str(), c.kind, &c.data)),
                 }
             }
+            // A column appears only if a row that is written holds a value in it:
+            // a column seen only in rejected rows would vanish again on reopen.
             new_columns
+                .into_iter()
+                .filter(|(_, _, data)| (0..n).any(|r| data.is_valid(r) && !errors.contains_key(&r)))
+                .map(|(name, kind, _)| (name, kind))
+                .collect::<Vec<_>>()
         };
         if needs_new {
             // Checked again under the write lock: another writer may have added these columns meanwhile.
