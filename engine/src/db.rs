@@ -103,6 +103,29 @@ struct Inner {
     counters: Counters,
 }
 
+/// Storage taken by one column of a table in segment files; see [`Database::storage`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ColumnStorage {
+    /// Table.
+    pub table: String,
+    /// Column (`time` for timestamps, `(segment overhead)` for headers and indexes).
+    pub column: String,
+    /// Column chunks (one per series per segment).
+    pub chunks: u64,
+    /// Values stored (non-null).
+    pub values: u64,
+    /// Bytes in the files, chunk headers and checksums included.
+    pub bytes: u64,
+    /// Chunks per codec name.
+    pub codecs: BTreeMap<String, u64>,
+}
+
+impl ColumnStorage {
+    fn new(table: &str, column: &str) -> Self {
+        ColumnStorage { table: table.to_string(), column: column.to_string(), ..Default::default() }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     active: WriteBuffer,
@@ -343,6 +366,42 @@ impl Database {
     /// The schema of a table.
     pub fn table_schema(&self, database: &str, table: &str) -> Option<TableSchema> {
         read(&self.inner.catalog).get(database)?.get(table).cloned()
+    }
+
+    /// Bytes each column of each table of `database` takes in segment files
+    /// (the write buffer and WAL are not counted: flush first for a full
+    /// picture). Each table also gets a `(segment overhead)` row for file
+    /// headers, footers and indexes.
+    pub fn storage(&self, database: &str) -> Vec<ColumnStorage> {
+        let state = read(&self.inner.state);
+        let mut by: BTreeMap<(String, String), ColumnStorage> = BTreeMap::new();
+        for ((db, table), handles) in &state.segments {
+            if db != database {
+                continue;
+            }
+            for h in handles {
+                let footer = h.reader.footer();
+                let mut chunk_bytes = 0u64;
+                for (column, len, codec, values) in h.reader.chunk_sizes() {
+                    let name = match column {
+                        None => crate::schema::TIME_COLUMN.to_string(),
+                        Some(c) => footer.columns.get(c as usize).map_or_else(|| format!("#{c}"), |(n, _)| n.clone()),
+                    };
+                    let e = by.entry((table.clone(), name.clone())).or_insert_with(|| ColumnStorage::new(table, &name));
+                    e.chunks += 1;
+                    e.values += u64::from(values);
+                    e.bytes += u64::from(len);
+                    let codec_name = crate::codec::CodecId::try_from(codec).map_or("unknown", |c| c.name());
+                    *e.codecs.entry(codec_name.to_string()).or_default() += 1;
+                    chunk_bytes += u64::from(len);
+                }
+                let overhead = "(segment overhead)".to_string();
+                let e =
+                    by.entry((table.clone(), overhead.clone())).or_insert_with(|| ColumnStorage::new(table, &overhead));
+                e.bytes += h.reader.file_len().saturating_sub(chunk_bytes);
+            }
+        }
+        by.into_values().collect()
     }
 
     /// The kind of one column, without copying the table's schema.

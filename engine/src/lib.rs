@@ -67,7 +67,7 @@ mod series;
 mod wal;
 
 pub use batch::{FieldValue, RowError, RowWriter, WriteBatch, WriteOutcome};
-pub use db::{Database, DatabaseStats, OpenReport};
+pub use db::{ColumnStorage, Database, DatabaseStats, OpenReport};
 pub use error::{Error, Result};
 pub use options::{Durability, Options};
 pub use scan::{ScanRequest, ScanStream, TagFilter, arrow_schema, arrow_type};

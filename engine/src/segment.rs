@@ -433,6 +433,27 @@ impl SegmentReader {
         Ok(data)
     }
 
+    /// Every chunk's column, size in the file (header and checksum included),
+    /// codec byte and value count, for storage reports. Chunks whose header
+    /// cannot be read are reported with codec 0 and no values.
+    pub(crate) fn chunk_sizes(&self) -> Vec<(Option<u32>, u32, u8, u32)> {
+        let mut out = Vec::new();
+        for s in &self.footer.series {
+            for c in &s.chunks {
+                let start = usize::try_from(c.offset).unwrap_or(usize::MAX);
+                let header = self.map.get(start..).map(Reader::new).and_then(|mut r| ChunkHeader::decode(&mut r).ok());
+                let (codec, values) = header.map_or((0, 0), |h| (h.codec, h.values));
+                out.push((c.column, c.len, codec, values));
+            }
+        }
+        out
+    }
+
+    /// Size of the whole file.
+    pub(crate) fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
     fn corrupt(&self, offset: u64, detail: impl Into<String>) -> Error {
         Error::Corruption {
             file: self.path.clone(),

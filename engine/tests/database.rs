@@ -337,3 +337,25 @@ fn a_column_seen_only_in_rejected_rows_is_not_created() {
     b.row(0).field("v", f64::NAN);
     assert_eq!(db.write("model", &b).unwrap().rows_written, 1, "v is free to become a float");
 }
+
+#[test]
+fn storage_report_counts_every_flushed_value_by_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut b = WriteBatch::new("r");
+    for i in 0..1000i64 {
+        b.row(i * 10_000_000_000).tag("name", format!("t{}", i % 10)).field("v", i as f64 / 10.0).field("n", i);
+    }
+    db.write("d", &b).unwrap();
+    assert!(db.storage("d").is_empty(), "nothing in segments before a flush");
+    db.flush().unwrap();
+    let s = db.storage("d");
+    let get = |c: &str| s.iter().find(|x| x.table == "r" && x.column == c).unwrap_or_else(|| panic!("{c}: {s:?}"));
+    assert_eq!(get("time").values, 1000);
+    assert_eq!(get("v").values, 1000);
+    assert_eq!(get("n").values, 1000);
+    assert_eq!(get("v").chunks, 10, "one chunk per series");
+    assert_eq!(get("v").codecs.get("float-gorilla"), Some(&10));
+    let total: u64 = s.iter().map(|c| c.bytes).sum();
+    assert_eq!(total, db.stats().segment_bytes, "columns plus overhead add up to the files");
+}

@@ -3,6 +3,7 @@
 //! - `POST /api/v2/write`, `POST /write`: InfluxDB line protocol (see [`crate::write`]);
 //! - `GET|POST /api/v3/query_sql?db=DB&q=SQL&format=json|jsonl|csv|arrow|pretty`
 //!   (POST may send the same fields as a JSON body);
+//! - `GET /api/v3/storage?db=DB`: bytes, values and codecs per column in segment files;
 //! - `GET /health`;
 //! - `GET /metrics` (Prometheus text format).
 //!
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/query_sql", get(query_get).post(query_post))
         .route("/api/v2/write", post(crate::write::write_v2))
         .route("/write", post(crate::write::write_v1))
+        .route("/api/v3/storage", get(storage))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -61,6 +63,39 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response(),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StorageParams {
+    db: Option<String>,
+}
+
+/// `GET /api/v3/storage?db=DB`: bytes, values and codecs per column in segment files.
+async fn storage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<StorageParams>,
+) -> Response {
+    state.metrics.request("http");
+    let result = (|| -> Result<Response, ApiError> {
+        let principal = state.auth.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
+        let db = params.db.ok_or_else(|| ApiError::new(Kind::BadRequest, "missing `db` query parameter"))?;
+        principal.require_read(&db)?;
+        let columns = state.db.storage(&db);
+        let total_bytes: u64 = columns.iter().map(|c| c.bytes).sum();
+        let total_values: u64 = columns.iter().map(|c| c.values).sum();
+        let body = serde_json::json!({
+            "database": db,
+            "bytes": total_bytes,
+            "values": total_values,
+            "columns": columns,
+        });
+        Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+    })();
+    result.unwrap_or_else(|e| {
+        state.metrics.error("http", e.kind);
+        e.into_response()
+    })
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
