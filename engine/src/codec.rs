@@ -13,6 +13,19 @@
 //! | 4  | `UintDelta`        | `u64`       | as 3, on the wrapping `u64` difference                    | `codec/integer.rs`   |
 //! | 5  | `BoolBitpack`      | `bool`      | one bit a value                                           | `codec/boolean.rs`   |
 //! | 6  | `StringDictZstd`   | `String`    | dictionary + bit-packed indices, zstd level 3             | `codec/string.rs`    |
+//! | 7  | `FloatDecimal`     | `f64`       | ALP-style `d / 10^e`, exceptions raw, integers as 12      | `codec/decimal.rs`   |
+//! | 8  | `FloatRle`         | `f64`       | runs of equal bit patterns (constant = one run)           | `codec/rle.rs`       |
+//! | 9  | `IntRle`           | `i64`       | runs: zig-zag varint value delta, varint length           | `codec/rle.rs`       |
+//! | 10 | `UintRle`          | `u64`       | as 9                                                      | `codec/rle.rs`       |
+//! | 11 | `BoolRle`          | `bool`      | runs: one varint of length and value                      | `codec/rle.rs`       |
+//! | 12 | `IntFor`           | `i64`       | frame of reference on values or deltas, blocks of 1024    | `codec/pack.rs`      |
+//! | 13 | `UintFor`          | `u64`       | as 12                                                     | `codec/pack.rs`      |
+//! | 14 | `TimestampGrid`    | `i64` time  | offsets from `t0 + i * step` ÷ common divisor, as 12      | `codec/grid.rs`      |
+//!
+//! Writers pick a codec per chunk with the `encode_*_auto` functions
+//! (`codec/adaptive.rs`), which measure the candidates for the column type
+//! and write the smallest; readers dispatch on the header's id with the
+//! `decode_*_any` functions.
 //!
 //! Rules shared by every codec:
 //!
@@ -30,16 +43,33 @@
 
 use std::fmt;
 
+mod adaptive;
 mod bits;
 mod boolean;
+mod decimal;
 mod float;
+mod grid;
 mod integer;
+mod pack;
+mod rle;
 mod string;
 mod timestamp;
 
+pub use adaptive::{
+    decode_bool_any, decode_f64_any, decode_i64_any, decode_timestamps_any, decode_u64_any, encode_bool_auto,
+    encode_f64_auto, encode_i64_auto, encode_timestamps_auto, encode_u64_auto,
+};
+
 pub use boolean::{decode_bool, encode_bool};
+pub use decimal::{decode_f64_decimal, encode_f64_decimal};
 pub use float::{decode_f64, encode_f64};
+pub use grid::{decode_timestamps_grid, encode_timestamps_grid};
 pub use integer::{decode_i64, decode_u64, encode_i64, encode_u64};
+pub use pack::{decode_i64_for, decode_u64_for, encode_i64_for, encode_u64_for};
+pub use rle::{
+    decode_bool_rle, decode_f64_rle, decode_i64_rle, decode_u64_rle, encode_bool_rle, encode_f64_rle, encode_i64_rle,
+    encode_u64_rle,
+};
 pub use string::{MAX_STRING_PAYLOAD, decode_strings, encode_strings};
 pub use timestamp::{decode_timestamps, encode_timestamps};
 
@@ -62,6 +92,22 @@ pub enum CodecId {
     BoolBitpack = 5,
     /// Strings, dictionary + zstd (see [`encode_strings`]).
     StringDictZstd = 6,
+    /// `f64` values as decimal integers with exceptions (see [`encode_f64_decimal`]).
+    FloatDecimal = 7,
+    /// `f64` values, run-length (see [`encode_f64_rle`]).
+    FloatRle = 8,
+    /// `i64` values, run-length (see [`encode_i64_rle`]).
+    IntRle = 9,
+    /// `u64` values, run-length (see [`encode_u64_rle`]).
+    UintRle = 10,
+    /// `bool` values, run-length (see [`encode_bool_rle`]).
+    BoolRle = 11,
+    /// `i64` values, frame-of-reference bit-packing (see [`encode_i64_for`]).
+    IntFor = 12,
+    /// `u64` values, frame-of-reference bit-packing (see [`encode_u64_for`]).
+    UintFor = 13,
+    /// `i64` timestamps as offsets from a regular grid (see [`encode_timestamps_grid`]).
+    TimestampGrid = 14,
 }
 
 impl CodecId {
@@ -74,6 +120,14 @@ impl CodecId {
             CodecId::UintDelta => "uint-delta",
             CodecId::BoolBitpack => "bool-bitpack",
             CodecId::StringDictZstd => "string-dict-zstd",
+            CodecId::FloatDecimal => "float-decimal",
+            CodecId::FloatRle => "float-rle",
+            CodecId::IntRle => "int-rle",
+            CodecId::UintRle => "uint-rle",
+            CodecId::BoolRle => "bool-rle",
+            CodecId::IntFor => "int-for",
+            CodecId::UintFor => "uint-for",
+            CodecId::TimestampGrid => "timestamp-grid",
         }
     }
 }
@@ -97,12 +151,20 @@ impl TryFrom<u8> for CodecId {
             4 => CodecId::UintDelta,
             5 => CodecId::BoolBitpack,
             6 => CodecId::StringDictZstd,
+            7 => CodecId::FloatDecimal,
+            8 => CodecId::FloatRle,
+            9 => CodecId::IntRle,
+            10 => CodecId::UintRle,
+            11 => CodecId::BoolRle,
+            12 => CodecId::IntFor,
+            13 => CodecId::UintFor,
+            14 => CodecId::TimestampGrid,
             other => {
                 return Err(CodecError {
                     codec: "codec-id",
                     offset: 0,
                     reason: format!(
-                        "unknown codec id {other} (this build knows 1..=6); the segment was \
+                        "unknown codec id {other} (this build knows 1..=14); the segment was \
                          written by a newer Telemark or its chunk header is corrupt"
                     ),
                 });
@@ -196,12 +258,22 @@ mod tests {
             (4, CodecId::UintDelta),
             (5, CodecId::BoolBitpack),
             (6, CodecId::StringDictZstd),
+            (7, CodecId::FloatDecimal),
+            (8, CodecId::FloatRle),
+            (9, CodecId::IntRle),
+            (10, CodecId::UintRle),
+            (11, CodecId::BoolRle),
+            (12, CodecId::IntFor),
+            (13, CodecId::UintFor),
+            (14, CodecId::TimestampGrid),
         ];
+        let names: std::collections::HashSet<&str> = all.iter().map(|(_, id)| id.name()).collect();
+        assert_eq!(names.len(), all.len(), "codec names are unique");
         for (byte, id) in all {
             assert_eq!(id as u8, byte);
             assert_eq!(CodecId::try_from(byte), Ok(id));
         }
-        for byte in [0u8, 7, 200, 255] {
+        for byte in [0u8, 15, 200, 255] {
             let err = CodecId::try_from(byte).unwrap_err();
             assert!(err.to_string().contains("unknown codec id"), "{err}");
         }
@@ -227,6 +299,27 @@ mod tests {
             let _ = decode_u64(data, n, &mut Vec::new());
             let _ = decode_bool(data, n, &mut Vec::new());
             let _ = decode_strings(data, n, &mut Vec::new());
+            for id in (1..=14).filter_map(|b| CodecId::try_from(b).ok()) {
+                let mut fs = vec![0.5];
+                match decode_f64_any(id, data, n, &mut fs) {
+                    Ok(()) => assert_eq!(fs.len(), n + 1),
+                    Err(_) => assert_eq!(fs.len(), 1),
+                }
+                let mut is = vec![7];
+                match decode_i64_any(id, data, n, &mut is) {
+                    Ok(()) => assert_eq!(is.len(), n + 1),
+                    Err(_) => assert_eq!(is.len(), 1),
+                }
+                let mut ts = Vec::new();
+                let ok = decode_timestamps_any(id, data, n, &mut ts).is_ok();
+                assert_eq!(ts.len(), if ok { n } else { 0 });
+                let mut us = Vec::new();
+                let ok = decode_u64_any(id, data, n, &mut us).is_ok();
+                assert_eq!(us.len(), if ok { n } else { 0 });
+                let mut bs = Vec::new();
+                let ok = decode_bool_any(id, data, n, &mut bs).is_ok();
+                assert_eq!(bs.len(), if ok { n } else { 0 });
+            }
         }
     }
 
@@ -256,6 +349,40 @@ mod tests {
             chunks.push((std::mem::take(&mut buf), bools.len()));
             encode_strings(&strings, &mut buf);
             chunks.push((std::mem::take(&mut buf), strings.len()));
+            // the new codecs, directly and as the chooser picks them
+            let decimals: Vec<f64> = small.iter().map(|&i| i as f64 / 100.0 + 72.0).collect();
+            let mut mixed = decimals.clone();
+            if let Some(v) = mixed.get_mut(small.len() / 2) {
+                *v = f64::NAN;
+            }
+            let runs: Vec<i64> = small.iter().flat_map(|&i| std::iter::repeat_n(i, 5)).collect();
+            let unsigned: Vec<u64> = ints.iter().map(|&i| i as u64).collect();
+            for values in [&floats, &decimals, &mixed] {
+                encode_f64_decimal(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+                encode_f64_rle(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+                encode_f64_auto(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+            }
+            for values in [&ints, &small, &runs] {
+                encode_i64_for(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+                encode_i64_rle(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+                encode_timestamps_grid(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+                encode_i64_auto(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+                encode_timestamps_auto(values, &mut buf);
+                chunks.push((std::mem::take(&mut buf), values.len()));
+            }
+            encode_u64_for(&unsigned, &mut buf);
+            chunks.push((std::mem::take(&mut buf), unsigned.len()));
+            encode_u64_rle(&unsigned, &mut buf);
+            chunks.push((std::mem::take(&mut buf), unsigned.len()));
+            encode_bool_rle(&bools, &mut buf);
+            chunks.push((std::mem::take(&mut buf), bools.len()));
             for (mut data, count) in chunks {
                 decode_mutated(&mut data, &flips, count);
             }

@@ -138,6 +138,14 @@ pub mod fuzz {
         let _ = decode_u64(rest, count, &mut Vec::new());
         let _ = decode_bool(rest, count, &mut Vec::new());
         let _ = decode_strings(rest, count, &mut Vec::new());
+        // Every codec id through the dispatchers the segment reader uses.
+        for id in (1u8..=20).filter_map(|b| CodecId::try_from(b).ok()) {
+            let _ = decode_timestamps_any(id, rest, count, &mut Vec::new());
+            let _ = decode_f64_any(id, rest, count, &mut Vec::new());
+            let _ = decode_i64_any(id, rest, count, &mut Vec::new());
+            let _ = decode_u64_any(id, rest, count, &mut Vec::new());
+            let _ = decode_bool_any(id, rest, count, &mut Vec::new());
+        }
     }
 
     fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {

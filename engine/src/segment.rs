@@ -92,12 +92,12 @@ pub(crate) fn write_segment(
         let mut chunks = Vec::new();
         // Time chunk.
         scratch.clear();
-        codec::encode_timestamps(&data.times, &mut scratch);
+        let time_codec = codec::encode_timestamps_auto(&data.times, &mut scratch);
         let (min_v, max_v) = (min_time.to_le_bytes(), max_time.to_le_bytes());
         chunks.push(write_chunk(
             &mut out,
             None,
-            CodecId::TimestampGorilla,
+            time_codec,
             rows,
             rows,
             None,
@@ -217,35 +217,35 @@ fn encode_values(col: &Column, out: &mut Vec<u8>) -> (CodecId, usize, ValueStats
     match &col.values {
         Values::F64(v) => {
             let p = present(v, &col.valid);
-            codec::encode_f64(&p, out);
+            let id = codec::encode_f64_auto(&p, out);
             let mut it = p.iter().copied().filter(|x| !x.is_nan());
             let stats = it.next().map(|first| {
                 let (lo, hi) = it.fold((first, first), |(lo, hi), x| (lo.min(x), hi.max(x)));
                 (lo.to_le_bytes(), hi.to_le_bytes())
             });
-            (CodecId::FloatGorilla, p.len(), stats)
+            (id, p.len(), stats)
         }
         Values::I64(v) => {
             let p = present(v, &col.valid);
-            codec::encode_i64(&p, out);
+            let id = codec::encode_i64_auto(&p, out);
             let stats = p.iter().min().zip(p.iter().max()).map(|(lo, hi)| (lo.to_le_bytes(), hi.to_le_bytes()));
-            (CodecId::IntDeltaZigzag, p.len(), stats)
+            (id, p.len(), stats)
         }
         Values::U64(v) => {
             let p = present(v, &col.valid);
-            codec::encode_u64(&p, out);
+            let id = codec::encode_u64_auto(&p, out);
             let stats = p.iter().min().zip(p.iter().max()).map(|(lo, hi)| (lo.to_le_bytes(), hi.to_le_bytes()));
-            (CodecId::UintDelta, p.len(), stats)
+            (id, p.len(), stats)
         }
         Values::Bool(v) => {
             let p = present(v, &col.valid);
-            codec::encode_bool(&p, out);
+            let id = codec::encode_bool_auto(&p, out);
             let stats = p
                 .iter()
                 .min()
                 .zip(p.iter().max())
                 .map(|(lo, hi)| (u64::from(*lo).to_le_bytes(), u64::from(*hi).to_le_bytes()));
-            (CodecId::BoolBitpack, p.len(), stats)
+            (id, p.len(), stats)
         }
         Values::Str(v) => {
             let p: Vec<&str> = v.iter().zip(&col.valid).filter(|(_, ok)| **ok).map(|(s, _)| s.as_str()).collect();
@@ -402,7 +402,7 @@ impl SegmentReader {
         }
         let time_ref =
             s.chunks.iter().find(|c| c.column.is_none()).ok_or_else(|| self.corrupt(0, "series has no time chunk"))?;
-        let times = self.read_chunk(time_ref, rows, FieldType::I64, CodecId::TimestampGorilla)?;
+        let times = self.read_chunk(time_ref, rows, FieldType::I64, true)?;
         let Values::I64(times) = times.values else {
             return Err(Error::Internal("time chunk decoded to the wrong type".into()));
         };
@@ -424,7 +424,7 @@ impl SegmentReader {
                 continue;
             };
             let t = kind.value_type();
-            let col = self.read_chunk(cref, rows, t, codec_for(t))?;
+            let col = self.read_chunk(cref, rows, t, false)?;
             let sliced = slice_column(col, lo, hi);
             if let Some(slot) = data.columns.get_mut(table_id) {
                 *slot = Some(sliced);
@@ -464,7 +464,9 @@ impl SegmentReader {
         }
     }
 
-    fn read_chunk(&self, cref: &ChunkRef, rows: usize, t: FieldType, expect: CodecId) -> Result<Column> {
+    /// Reads a chunk of type `t` (`is_time`: the time column), whatever codec
+    /// its header names among those that type can use.
+    fn read_chunk(&self, cref: &ChunkRef, rows: usize, t: FieldType, is_time: bool) -> Result<Column> {
         let off = cref.offset;
         let start = usize::try_from(off).unwrap_or(usize::MAX);
         let Some(bytes) = start.checked_add(cref.len as usize).and_then(|end| self.map.get(start..end)) else {
@@ -487,9 +489,6 @@ impl SegmentReader {
         let mut r = Reader::new(body);
         let h = ChunkHeader::decode(&mut r).map_err(|e| self.corrupt(off + e.offset as u64, e.detail))?;
         let codec_id = CodecId::try_from(h.codec).map_err(|e| self.corrupt(off, e.to_string()))?;
-        if codec_id != expect {
-            return Err(self.corrupt(off, format!("chunk codec is {}, expected {}", codec_id.name(), expect.name())));
-        }
         if h.rows as usize != rows || h.values > h.rows {
             return Err(self.corrupt(
                 off,
@@ -519,31 +518,34 @@ impl SegmentReader {
         let values = match t {
             FieldType::F64 => {
                 let mut v = Vec::with_capacity(count);
-                codec::decode_f64(payload, count, &mut v).map_err(dense)?;
+                codec::decode_f64_any(codec_id, payload, count, &mut v).map_err(dense)?;
                 Values::F64(expand(v, &valid))
             }
-            FieldType::I64 if expect == CodecId::TimestampGorilla => {
+            FieldType::I64 if is_time => {
                 let mut v = Vec::with_capacity(count);
-                codec::decode_timestamps(payload, count, &mut v).map_err(dense)?;
+                codec::decode_timestamps_any(codec_id, payload, count, &mut v).map_err(dense)?;
                 Values::I64(expand(v, &valid))
             }
             FieldType::I64 => {
                 let mut v = Vec::with_capacity(count);
-                codec::decode_i64(payload, count, &mut v).map_err(dense)?;
+                codec::decode_i64_any(codec_id, payload, count, &mut v).map_err(dense)?;
                 Values::I64(expand(v, &valid))
             }
             FieldType::U64 => {
                 let mut v = Vec::with_capacity(count);
-                codec::decode_u64(payload, count, &mut v).map_err(dense)?;
+                codec::decode_u64_any(codec_id, payload, count, &mut v).map_err(dense)?;
                 Values::U64(expand(v, &valid))
             }
             FieldType::Bool => {
                 let mut v = Vec::with_capacity(count);
-                codec::decode_bool(payload, count, &mut v).map_err(dense)?;
+                codec::decode_bool_any(codec_id, payload, count, &mut v).map_err(dense)?;
                 Values::Bool(expand(v, &valid))
             }
             FieldType::String => {
                 let mut v = Vec::with_capacity(count);
+                if codec_id != CodecId::StringDictZstd {
+                    return Err(self.corrupt(off, format!("string chunk has codec {}", codec_id.name())));
+                }
                 codec::decode_strings(payload, count, &mut v).map_err(dense)?;
                 Values::Str(expand(v, &valid))
             }
@@ -552,16 +554,6 @@ impl SegmentReader {
             return Err(self.corrupt(off, format!("chunk decoded to {} values, expected {rows}", values.len())));
         }
         Ok(Column { values, valid })
-    }
-}
-
-fn codec_for(t: FieldType) -> CodecId {
-    match t {
-        FieldType::F64 => CodecId::FloatGorilla,
-        FieldType::I64 => CodecId::IntDeltaZigzag,
-        FieldType::U64 => CodecId::UintDelta,
-        FieldType::Bool => CodecId::BoolBitpack,
-        FieldType::String => CodecId::StringDictZstd,
     }
 }
 
