@@ -158,8 +158,7 @@ def curl(*args):
 
 
 def test_curl_v2_plain_gzip_and_v1(server, tmp_path):
-    if shutil.which("curl") is None:
-        pytest.skip("curl not installed")
+    assert shutil.which("curl"), "curl is missing: scripts/system-deps.sh installs it (apt-get install curl)"
     plain = tmp_path / "lines.lp"
     plain.write_bytes(b"curl_m,src=plain v=1.5 1700000000\ncurl_m,src=plain v=2.5 1700000001\n")
     url = f"{server.http}/api/v2/write?bucket=curl_db&org=any&precision=s"

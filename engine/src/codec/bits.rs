@@ -21,6 +21,28 @@
 //! hold the value's top bit. Signed values are zig-zag mapped first
 //! (`0, -1, 1, -2, …` → `0, 1, 2, 3, …`).
 
+/// Binary GCD; `gcd(0, x) == x`.
+pub(crate) fn gcd(mut a: u64, mut b: u64) -> u64 {
+    if a == 0 {
+        return b;
+    }
+    if b == 0 {
+        return a;
+    }
+    let shift = (a | b).trailing_zeros();
+    a >>= a.trailing_zeros();
+    loop {
+        b >>= b.trailing_zeros();
+        if a > b {
+            std::mem::swap(&mut a, &mut b);
+        }
+        b -= a;
+        if b == 0 {
+            return a << shift;
+        }
+    }
+}
+
 /// Maps a signed value to an unsigned one so that small magnitudes of either
 /// sign get small codes: `0, -1, 1, -2, 2, …` → `0, 1, 2, 3, 4, …`.
 #[inline(always)]

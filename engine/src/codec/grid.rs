@@ -32,7 +32,7 @@
 //! block covers a steady clock with jitter around it; the block stream picks
 //! per block.
 
-use super::bits::{read_uvarint, unzigzag, write_uvarint, zigzag};
+use super::bits::{gcd, read_uvarint, unzigzag, write_uvarint, zigzag};
 use super::pack::{self, expect_end, varint_len};
 use super::{CodecError, CodecId, decode_appending};
 
@@ -40,28 +40,6 @@ const ID: CodecId = CodecId::TimestampGrid;
 
 /// Bytes before the block stream at the least: `t0`, one-byte `step` and `g`.
 const MIN_HEADER_BYTES: usize = 10;
-
-/// Binary GCD; `gcd(0, x) == x`.
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    if a == 0 {
-        return b;
-    }
-    if b == 0 {
-        return a;
-    }
-    let shift = (a | b).trailing_zeros();
-    a >>= a.trailing_zeros();
-    loop {
-        b >>= b.trailing_zeros();
-        if a > b {
-            std::mem::swap(&mut a, &mut b);
-        }
-        b -= a;
-        if b == 0 {
-            return a << shift;
-        }
-    }
-}
 
 /// A chunk ready to write: the grid and the offsets in units of `g`.
 #[derive(Debug)]

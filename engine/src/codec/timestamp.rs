@@ -50,7 +50,7 @@
 //! requires those bits to be 1 and the stream to end in the chunk's last
 //! byte, rejects a value count that is wrong by any amount.
 
-use super::bits::{BitReader, BitWriter, low_mask, read_uvarint, unzigzag, write_uvarint, zigzag};
+use super::bits::{BitReader, BitWriter, gcd, low_mask, read_uvarint, unzigzag, write_uvarint, zigzag};
 use super::{CodecError, CodecId, decode_appending};
 
 const ID: CodecId = CodecId::TimestampGorilla;
@@ -65,28 +65,6 @@ const SHORT_BUCKETS: u32 = 5;
 #[inline(always)]
 fn bucket_width(t: u32) -> u32 {
     ((BUCKET_WIDTHS >> (8 * t)) & 0xff) as u32
-}
-
-/// Binary GCD; `gcd(0, x) == x`.
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    if a == 0 {
-        return b;
-    }
-    if b == 0 {
-        return a;
-    }
-    let shift = (a | b).trailing_zeros();
-    a >>= a.trailing_zeros();
-    loop {
-        b >>= b.trailing_zeros();
-        if a > b {
-            std::mem::swap(&mut a, &mut b);
-        }
-        b -= a;
-        if b == 0 {
-            return a << shift;
-        }
-    }
 }
 
 /// Greatest common divisor of all delta-of-deltas, as a positive `i64`;
