@@ -94,7 +94,7 @@ fn check(db: &Database, acked: &BTreeSet<i64>, round: u64) {
     for b in stream {
         let b = b.unwrap_or_else(|e| panic!("round {round}: scan failed: {e}"));
         let t = b.column(0).as_primitive::<TimestampNanosecondType>();
-        let w = b.column(1).as_string::<i32>();
+        let w = b.column(1).as_string_view();
         let k = b.column(2).as_primitive::<Int64Type>();
         let i = b.column(3).as_primitive::<Int64Type>();
         let x = b.column(4).as_primitive::<Float64Type>();

@@ -154,7 +154,7 @@ fn scan(db: &Database, req: ScanRequest) -> BTreeMap<Key, BTreeMap<String, V>> {
                     continue;
                 }
                 if f.name() == "device" {
-                    device = Some(c.as_string::<i32>().value(r)[1..].parse::<u8>().unwrap());
+                    device = Some(c.as_string_view().value(r)[1..].parse::<u8>().unwrap());
                     continue;
                 }
                 let v = match c.data_type() {

@@ -203,9 +203,20 @@ impl Column {
     }
 
     pub(crate) fn pad_to(&mut self, n: usize) {
-        while self.len() < n {
-            self.push_null();
+        self.extend_nulls(n.saturating_sub(self.len()));
+    }
+
+    /// Appends `n` nulls.
+    pub(crate) fn extend_nulls(&mut self, n: usize) {
+        let len = self.len() + n;
+        match &mut self.values {
+            Values::F64(v) => v.resize(len, 0.0),
+            Values::I64(v) => v.resize(len, 0),
+            Values::U64(v) => v.resize(len, 0),
+            Values::Bool(v) => v.resize(len, false),
+            Values::Str(v) => v.resize(len, String::new()),
         }
+        self.valid.resize(len, false);
     }
 
     /// Appends rows `lo..hi` of `other` (same type); rows past its end are null.
@@ -218,12 +229,12 @@ impl Column {
             (Values::Bool(a), Values::Bool(b)) => a.extend_from_slice(b.get(lo..end).unwrap_or_default()),
             (Values::Str(a), Values::Str(b)) => a.extend_from_slice(b.get(lo..end).unwrap_or_default()),
             _ => {
-                (lo..hi).for_each(|_| self.push_null());
+                self.extend_nulls(hi.saturating_sub(lo));
                 return;
             }
         }
         self.valid.extend_from_slice(other.valid.get(lo..end).unwrap_or_default());
-        (end..hi).for_each(|_| self.push_null());
+        self.extend_nulls(hi.saturating_sub(end));
     }
 
     /// Appends row `i` of `other` (null if `other` is shorter or null there).

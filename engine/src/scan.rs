@@ -8,11 +8,12 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
+use arrow_array::builder::make_view;
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, StringViewArray,
+    TimestampNanosecondArray, UInt64Array,
 };
-use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_buffer::{Buffer, NullBuffer, NullBufferBuilder, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::batch::{Column, Values};
@@ -103,8 +104,14 @@ impl ScanRequest {
     }
 }
 
-/// The Arrow type a column is returned as.
+/// The Arrow type a column is returned as. Tags are `Utf8View`: a series
+/// has one value per tag, so a scan repeats one 16-byte view per row (short
+/// values live inside the view) instead of copying the string, and grouping
+/// compares views. String fields are plain `Utf8`.
 pub fn arrow_type(kind: ColumnKind) -> DataType {
+    if kind == ColumnKind::Tag {
+        return DataType::Utf8View;
+    }
     match kind.value_type() {
         FieldType::F64 => DataType::Float64,
         FieldType::I64 => DataType::Int64,
@@ -318,6 +325,40 @@ impl Iterator for ScanStream {
     }
 }
 
+/// A tag column from runs of one value: each distinct long value is stored
+/// once in the data buffer and every row of its run repeats the same view.
+fn tag_array(runs: &[(Option<String>, usize)], rows: usize) -> StringViewArray {
+    let mut views: Vec<u128> = Vec::with_capacity(rows);
+    let mut data: Vec<u8> = Vec::new();
+    let mut nulls = NullBufferBuilder::new(rows);
+    let mut last_long: Option<(&str, u128)> = None;
+    for (value, n) in runs {
+        let view = match value.as_deref() {
+            None => {
+                nulls.append_n_nulls(*n);
+                views.resize(views.len() + n, 0);
+                continue;
+            }
+            Some(v) if v.len() <= 12 => make_view(v.as_bytes(), 0, 0),
+            Some(v) => match last_long {
+                Some((prev, view)) if prev == v => view,
+                _ => {
+                    // Offsets fit: a batch holds at most `scan_batch_rows` runs of tag values.
+                    let view = make_view(v.as_bytes(), 0, data.len() as u32);
+                    data.extend_from_slice(v.as_bytes());
+                    last_long = Some((v, view));
+                    view
+                }
+            },
+        };
+        nulls.append_n_non_nulls(*n);
+        views.resize(views.len() + n, view);
+    }
+    // SAFETY: every view was made by `make_view` from a `&str` (valid UTF-8);
+    // long values point into buffer 0 at the offset their bytes were copied to.
+    unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(views), vec![Buffer::from_vec(data)], nulls.finish()) }
+}
+
 /// Output being gathered for one record batch.
 enum Acc {
     Time,
@@ -366,16 +407,7 @@ impl Accumulator {
         for acc in self.cols {
             let a: ArrayRef = match acc {
                 Acc::Time => Arc::new(TimestampNanosecondArray::new(times.clone(), None)),
-                Acc::Tag(runs) => {
-                    let bytes = runs.iter().map(|(v, n)| v.as_ref().map_or(0, String::len) * n).sum();
-                    let mut b = StringBuilder::with_capacity(self.rows, bytes);
-                    for (v, n) in &runs {
-                        for _ in 0..*n {
-                            b.append_option(v.as_deref());
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
+                Acc::Tag(runs) => Arc::new(tag_array(&runs, self.rows)),
                 Acc::Field(col) => {
                     let nulls = if col.valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(col.valid)) };
                     match col.values {

@@ -74,10 +74,19 @@ impl SeriesData {
 /// same timestamp, each column takes the value of the newest source (and
 /// within a source, the latest row) that has a non-null value there: the
 /// last write wins, column by column, as in InfluxDB.
+///
+/// Sources that are already strictly sorted (every segment, most buffers)
+/// are merged run by run: the output is a sequence of ranges copied whole
+/// from one source, with single-row groups only where timestamps collide.
 pub(crate) fn merge(mut sources: Vec<SeriesData>) -> SeriesData {
     sources.retain(|s| !s.times.is_empty());
     let width = sources.iter().map(|s| s.columns.len()).max().unwrap_or(0);
-    if sources.len() == 1 && sources[0].is_strictly_sorted() {
+    for s in sources.iter_mut() {
+        if !s.is_strictly_sorted() {
+            *s = merge_unsorted(vec![std::mem::take(s)], width);
+        }
+    }
+    if sources.len() <= 1 {
         let mut only = sources.pop().unwrap_or_default();
         only.columns.resize(width, None);
         let n = only.times.len();
@@ -86,6 +95,123 @@ pub(crate) fn merge(mut sources: Vec<SeriesData>) -> SeriesData {
         }
         return only;
     }
+    let (steps, dups) = plan_sorted(&sources);
+    let total = steps.iter().map(|s| s.len()).sum();
+    let mut times = Vec::with_capacity(total);
+    for step in &steps {
+        match *step {
+            Step::Run { src, lo, hi } => times.extend_from_slice(
+                sources.get(src as usize).and_then(|s| s.times.get(lo as usize..hi as usize)).unwrap_or_default(),
+            ),
+            Step::Dup { at, .. } => times.push(dups.get(at as usize).map_or(0, |d| d.0)),
+        }
+    }
+    let mut columns: Vec<Option<Column>> = vec![None; width];
+    for (c, slot) in columns.iter_mut().enumerate() {
+        let col_of = |s: u32| sources.get(s as usize).and_then(|s| s.columns.get(c)).and_then(Option::as_ref);
+        let Some(t) = (0..sources.len() as u32).find_map(col_of).map(|col| col.values.field_type()) else {
+            continue;
+        };
+        let mut out = Column::with_capacity(t, total);
+        for step in &steps {
+            match *step {
+                Step::Run { src, lo, hi } => match col_of(src) {
+                    Some(col) => out.extend_range(col, lo as usize, hi as usize),
+                    None => out.extend_nulls((hi - lo) as usize),
+                },
+                Step::Dup { at, n } => {
+                    let group = dups.get(at as usize..(at + n) as usize).unwrap_or_default();
+                    let winner = group.iter().rev().find_map(|&(_, s, r)| {
+                        let col = col_of(s)?;
+                        col.is_valid(r as usize).then_some((col, r as usize))
+                    });
+                    match winner {
+                        Some((col, r)) => out.push_from(col, r),
+                        None => out.push_null(),
+                    }
+                }
+            }
+        }
+        *slot = Some(out);
+    }
+    SeriesData { times, columns }
+}
+
+/// One piece of a merge of strictly sorted sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Rows `lo..hi` of source `src`, none of whose times occur elsewhere.
+    Run { src: u32, lo: u32, hi: u32 },
+    /// One output row whose time occurs in `n` sources: `dups[at..at + n]`, oldest source first.
+    Dup { at: u32, n: u32 },
+}
+
+impl Step {
+    fn len(&self) -> usize {
+        match *self {
+            Step::Run { lo, hi, .. } => (hi - lo) as usize,
+            Step::Dup { .. } => 1,
+        }
+    }
+}
+
+/// The steps of a k-way merge of strictly sorted sources, and the
+/// `(time, source, row)` entries of colliding rows.
+fn plan_sorted(sources: &[SeriesData]) -> (Vec<Step>, Vec<(i64, u32, u32)>) {
+    let mut pos = vec![0usize; sources.len()];
+    let head = |pos: &[usize], s: usize| sources.get(s).and_then(|src| src.times.get(pos.get(s).copied()?)).copied();
+    let mut steps = Vec::new();
+    let mut dups = Vec::new();
+    loop {
+        // The smallest head, how many sources share it, and the next larger head.
+        let mut min: Option<(i64, usize)> = None;
+        let mut ties = 0;
+        let mut second = i64::MAX;
+        for s in 0..sources.len() {
+            let Some(t) = head(&pos, s) else { continue };
+            match min {
+                None => {
+                    min = Some((t, s));
+                    ties = 1;
+                }
+                Some((m, _)) if t < m => {
+                    second = m;
+                    min = Some((t, s));
+                    ties = 1;
+                }
+                Some((m, _)) if t == m => ties += 1,
+                Some(_) => second = second.min(t),
+            }
+        }
+        let Some((t, s)) = min else { break };
+        if ties == 1 {
+            let times = sources.get(s).map_or(&[][..], |src| src.times.as_slice());
+            let lo = pos.get(s).copied().unwrap_or(0);
+            let rest = times.get(lo..).unwrap_or_default();
+            let hi = lo + rest.partition_point(|x| *x < second);
+            steps.push(Step::Run { src: s as u32, lo: lo as u32, hi: hi as u32 });
+            if let Some(p) = pos.get_mut(s) {
+                *p = hi;
+            }
+        } else {
+            let at = dups.len() as u32;
+            for s in 0..sources.len() {
+                if head(&pos, s) == Some(t) {
+                    dups.push((t, s as u32, pos.get(s).copied().unwrap_or(0) as u32));
+                    if let Some(p) = pos.get_mut(s) {
+                        *p += 1;
+                    }
+                }
+            }
+            steps.push(Step::Dup { at, n: dups.len() as u32 - at });
+        }
+    }
+    (steps, dups)
+}
+
+/// The general merge: sorts `(time, source, row)` of every row, for sources
+/// that may be unsorted or hold duplicate times themselves.
+fn merge_unsorted(sources: Vec<SeriesData>, width: usize) -> SeriesData {
     // (time, source, row): sorting by all three keeps arrival order among duplicates.
     let mut idx: Vec<(i64, u32, u32)> = Vec::with_capacity(sources.iter().map(SeriesData::len).sum());
     for (s, src) in sources.iter().enumerate() {
@@ -145,5 +271,50 @@ mod tests {
         let c = m.columns[0].as_ref().unwrap();
         assert_eq!(c.values, Values::F64(vec![1.5, 2.0, 3.0, 4.0]));
         assert_eq!(c.valid, vec![true; 4]);
+    }
+
+    fn arb_source(sorted: bool) -> impl proptest::strategy::Strategy<Value = SeriesData> {
+        use proptest::prelude::*;
+        let row = (0i64..40, proptest::option::of(-5i64..5), proptest::option::of(any::<bool>()));
+        proptest::collection::vec(row, 0..30).prop_map(move |mut rows| {
+            if sorted {
+                rows.sort_by_key(|r| r.0);
+                rows.dedup_by_key(|r| r.0);
+            }
+            let times = rows.iter().map(|r| r.0).collect();
+            let a = Column {
+                values: Values::I64(rows.iter().map(|r| r.1.unwrap_or(0)).collect()),
+                valid: rows.iter().map(|r| r.1.is_some()).collect(),
+            };
+            let b = Column {
+                values: Values::Bool(rows.iter().map(|r| r.2.unwrap_or(false)).collect()),
+                valid: rows.iter().map(|r| r.2.is_some()).collect(),
+            };
+            // Some sources lack the second column, as old segments do.
+            let columns = if rows.len() % 3 == 0 { vec![Some(a)] } else { vec![Some(a), Some(b)] };
+            SeriesData { times, columns }
+        })
+    }
+
+    proptest::proptest! {
+        /// The run-by-run merge of sorted sources gives exactly what sorting every row gives.
+        #[test]
+        fn run_merge_equals_sorting_every_row(
+            sorted in proptest::collection::vec(arb_source(true), 0..5),
+            unsorted in proptest::collection::vec(arb_source(false), 0..2),
+        ) {
+            let mut all = sorted;
+            all.extend(unsorted);
+            all.retain(|s| !s.times.is_empty());
+            let width = all.iter().map(|s| s.columns.len()).max().unwrap_or(0);
+            let mut expected = merge_unsorted(all.clone(), width);
+            let n = expected.times.len();
+            for c in expected.columns.iter_mut().flatten() {
+                c.pad_to(n);
+            }
+            let got = merge(all);
+            proptest::prop_assert_eq!(got.times, expected.times);
+            proptest::prop_assert_eq!(got.columns, expected.columns);
+        }
     }
 }

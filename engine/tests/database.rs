@@ -19,7 +19,7 @@ fn collect(db: &Database, req: &ScanRequest) -> Vec<RecordBatch> {
 fn rows(db: &Database, req: ScanRequest) -> Vec<(Option<String>, i64, Option<f64>)> {
     let mut out = Vec::new();
     for b in collect(db, &req.project(["device", "time", "v"])) {
-        let dev = b.column(0).as_string::<i32>();
+        let dev = b.column(0).as_string_view();
         let t = b.column(1).as_primitive::<TimestampNanosecondType>();
         let v = b.column(2).as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {

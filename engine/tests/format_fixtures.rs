@@ -81,7 +81,7 @@ fn format_v1_fixture_opens_with_its_contents() {
         .unwrap();
     let mut seen = Vec::new();
     for b in &batches {
-        let dev = b.column(1).as_string::<i32>();
+        let dev = b.column(1).as_string_view();
         let temp = b.column(2).as_primitive::<Float64Type>();
         let count = b.column(3).as_primitive::<Int64Type>();
         let bytes = b.column(4).as_primitive::<UInt64Type>();

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
+use crate::plain::{plain_batch, plain_schema};
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -119,42 +120,6 @@ fn number_placeholders(sql: &str) -> String {
     out
 }
 
-/// Arrow types every Flight SQL client reads: views, large and dictionary strings become plain.
-fn plain_type(t: &DataType) -> DataType {
-    match t {
-        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-        DataType::Dictionary(_, v) => plain_type(v),
-        other => other.clone(),
-    }
-}
-
-fn plain_schema(schema: &Schema) -> SchemaRef {
-    Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| {
-                Field::new(f.name(), plain_type(f.data_type()), f.is_nullable()).with_metadata(f.metadata().clone())
-            })
-            .collect::<Vec<_>>(),
-    ))
-}
-
-fn plain_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, FlightError> {
-    if batch.schema().fields().iter().zip(schema.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
-        return RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(FlightError::Arrow);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-        .collect::<Result<Vec<ArrayRef>, _>>()
-        .map_err(FlightError::Arrow)?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(FlightError::Arrow)
-}
-
 fn info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<Response<FlightInfo>, Status> {
     let info = FlightInfo::new()
         .try_with_schema(schema)
@@ -245,7 +210,10 @@ impl TelemarkFlightSql {
         let out_schema = schema.clone();
         let batches = stream
             .map(move |b| {
-                Some(b.map_err(|e| FlightError::ExternalError(Box::new(e))).and_then(|b| plain_batch(b, &out_schema)))
+                Some(
+                    b.map_err(|e| FlightError::ExternalError(Box::new(e)))
+                        .and_then(|b| plain_batch(b, &out_schema).map_err(FlightError::Arrow)),
+                )
             })
             .chain(futures::stream::once(async move {
                 metrics.query(started.elapsed());
@@ -569,7 +537,7 @@ impl FlightSqlService for TelemarkFlightSql {
         for db in self.state.db.databases().iter().filter(|d| p.access.can_read(d)) {
             for table in self.state.db.tables(db) {
                 let Some(ts) = self.state.db.table_schema(db, &table) else { continue };
-                let schema = telemark_engine::arrow_schema(&ts);
+                let schema = plain_schema(&telemark_engine::arrow_schema(&ts));
                 builder
                     .append(telemark_engine::query::CATALOG, db, &table, TABLE_TYPE, &schema)
                     .map_err(|e| Status::internal(e.to_string()))?;

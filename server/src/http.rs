@@ -200,7 +200,11 @@ async fn query(state: &Arc<AppState>, headers: &HeaderMap, params: QueryParams) 
     let ctx = state.engine.context_with_access(params.db.as_deref(), principal.access.clone());
     let df = telemark_engine::query::QueryEngine::plan(&ctx, &sql).await?;
     let stream = df.execute_stream().await?;
-    let schema = stream.schema();
+    let schema = crate::plain::plain_schema(&stream.schema());
+    let out_schema = schema.clone();
+    let stream = stream.map(move |b| {
+        b.and_then(|b| crate::plain::plain_batch(b, &out_schema).map_err(datafusion::error::DataFusionError::from))
+    });
     let body = match format {
         Format::Json | Format::Pretty => {
             let batches: Vec<RecordBatch> = stream.collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;

@@ -12,6 +12,7 @@ mod errors;
 mod flight;
 mod http;
 mod metrics;
+mod plain;
 mod server;
 mod tls;
 mod write;
