@@ -299,7 +299,7 @@ pub struct WriteBatch {
     pub(crate) times: Vec<i64>,
     pub(crate) columns: Vec<BatchColumn>,
     /// First column of each name.
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, foldhash::fast::FixedState>,
     /// A name given values of several kinds has one column per kind, chained
     /// here in order of first appearance; the engine keeps the kind the table
     /// has (or the first, for a new column) and rejects the rows of the others.
@@ -313,7 +313,7 @@ impl WriteBatch {
             table: table.into(),
             times: Vec::new(),
             columns: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0)),
             next_variant: Vec::new(),
         }
     }

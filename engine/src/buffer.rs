@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::batch::Column;
+use crate::batch::{BatchColumn, Column, Values};
 use crate::schema::{ColumnKind, TableSchema};
 use crate::segment::TimeRange;
 use crate::series::{SeriesData, SeriesKey};
@@ -21,6 +21,63 @@ impl SeriesBuffer {
     pub(crate) fn data(&self) -> &SeriesData {
         &self.data
     }
+}
+
+/// The value of a tag column at `row`, if the row has the tag.
+fn tag_value(c: &BatchColumn, row: usize) -> Option<&str> {
+    match &c.data.values {
+        Values::Str(v) if c.data.is_valid(row) => v.get(row).map(String::as_str),
+        _ => None,
+    }
+}
+
+/// Rows of a write grouped by series, in order of first appearance: a
+/// representative row and every row of the series. Rows are compared by
+/// their tag values in place, so a series key is built once per series of
+/// the write instead of once per row.
+fn group_by_series(rows: usize, tag_cols: &[&BatchColumn]) -> Vec<(u32, Vec<u32>)> {
+    use std::hash::{BuildHasher, Hasher};
+    let hasher = foldhash::fast::FixedState::with_seed(0);
+    let same = |a: usize, b: usize| tag_cols.iter().all(|c| tag_value(c, a) == tag_value(c, b));
+    let mut groups: Vec<(u32, Vec<u32>)> = Vec::new();
+    let mut by_hash: HashMap<u64, Vec<usize>, foldhash::fast::FixedState> = HashMap::with_hasher(hasher.clone());
+    let mut last: Option<usize> = None;
+    for row in 0..rows {
+        // Consecutive rows of one series are common: check the last group first.
+        if let Some(g) = last
+            && let Some((rep, members)) = groups.get_mut(g)
+            && same(*rep as usize, row)
+        {
+            members.push(row as u32);
+            continue;
+        }
+        let mut h = hasher.build_hasher();
+        for c in tag_cols {
+            match tag_value(c, row) {
+                Some(v) => {
+                    h.write_u8(1);
+                    h.write(v.as_bytes());
+                }
+                None => h.write_u8(0),
+            }
+        }
+        let candidates = by_hash.entry(h.finish()).or_default();
+        let found =
+            candidates.iter().copied().find(|&g| groups.get(g).is_some_and(|(rep, _)| same(*rep as usize, row)));
+        let g = match found {
+            Some(g) => g,
+            None => {
+                candidates.push(groups.len());
+                groups.push((row as u32, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        if let Some((_, members)) = groups.get_mut(g) {
+            members.push(row as u32);
+        }
+        last = Some(g);
+    }
+    groups
 }
 
 /// Buffered series of one table.
@@ -66,44 +123,34 @@ impl WriteBuffer {
         tag_cols.sort_by(|a, b| a.name.cmp(&b.name));
         let width = schema.len();
         let mut bytes = 0usize;
-        let mut last_key: Option<SeriesKey> = None;
-        for (row, &time) in write.times.iter().enumerate() {
+        for (rep, rows) in group_by_series(write.times.len(), &tag_cols) {
             let key = SeriesKey(
                 tag_cols
                     .iter()
-                    .filter(|c| c.data.is_valid(row))
-                    .filter_map(|c| match &c.data.values {
-                        crate::batch::Values::Str(v) => v.get(row).map(|s| (c.name.clone(), s.clone())),
-                        _ => None,
-                    })
+                    .filter_map(|c| tag_value(c, rep as usize).map(|v| (c.name.clone(), v.to_string())))
                     .collect(),
             );
-            // Consecutive rows of one series are common: skip the map lookup's key clone then.
-            let series = if last_key.as_ref() == Some(&key) {
-                table.series.get_mut(&key)
-            } else {
-                last_key = Some(key.clone());
-                Some(table.series.entry(key).or_default())
-            };
-            let Some(series) = series else { continue };
-            let data = &mut series.data;
-            let n = data.times.len();
-            data.times.push(time);
+            let data = &mut table.series.entry(key).or_default().data;
+            let n0 = data.times.len();
+            data.times.extend(rows.iter().filter_map(|&r| write.times.get(r as usize)));
             if data.columns.len() < width {
                 data.columns.resize(width, None);
             }
-            bytes += 16;
+            bytes += 16 * rows.len();
             for (id, c) in &field_cols {
-                if !c.data.is_valid(row) {
-                    continue;
-                }
                 let Some(slot) = data.columns.get_mut(*id) else {
                     continue;
                 };
-                let col = slot.get_or_insert_with(|| Column::new(c.data.values.field_type()));
-                col.pad_to(n);
-                col.push_from(&c.data, row);
-                bytes += 1 + c.data.values.approx_bytes_of(row);
+                for (i, &r) in rows.iter().enumerate() {
+                    let r = r as usize;
+                    if !c.data.is_valid(r) {
+                        continue;
+                    }
+                    let col = slot.get_or_insert_with(|| Column::new(c.data.values.field_type()));
+                    col.pad_to(n0 + i);
+                    col.push_from(&c.data, r);
+                    bytes += 1 + c.data.values.approx_bytes_of(r);
+                }
             }
         }
         self.bytes += bytes;

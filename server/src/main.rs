@@ -25,6 +25,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+/// mimalloc instead of the system allocator: scans and ingest allocate and
+/// free large column buffers per batch, which glibc's malloc hands back to
+/// the kernel (page faults on every reuse).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "telemark", version, about = "Telemark: a time-series database for fleets of connected devices")]
 struct Cli {

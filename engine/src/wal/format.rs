@@ -56,6 +56,7 @@ pub(crate) struct TableWrite {
 /// Appends a framed record for `write` with sequence number `seq` to `out`.
 pub(crate) fn encode_record(seq: u64, write: &TableWrite, out: &mut Vec<u8>) {
     let start = out.len();
+    out.reserve(encoded_len_estimate(write));
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     out.put_u8(KIND_WRITE);
     out.put_u64(seq);
@@ -88,6 +89,24 @@ pub(crate) fn encode_record(seq: u64, write: &TableWrite, out: &mut Vec<u8>) {
     let crc = crc32c::crc32c(&out[start + FRAME_LEN..]);
     out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// About the bytes `encode_record` writes for `write`, to allocate once.
+fn encoded_len_estimate(write: &TableWrite) -> usize {
+    let rows = write.times.len();
+    let columns: usize = write
+        .columns
+        .iter()
+        .map(|c| {
+            let values = match &c.data.values {
+                Values::Str(v) => v.iter().map(|x| x.len() + 2).sum(),
+                Values::Bool(_) => rows.div_ceil(8),
+                _ => rows * 8,
+            };
+            c.name.len() + 8 + rows.div_ceil(8) + values
+        })
+        .sum();
+    FRAME_LEN + 64 + write.database.len() + write.table.len() + rows * 8 + columns
 }
 
 pub(crate) fn put_bitmap(out: &mut Vec<u8>, bits: &[bool]) {
