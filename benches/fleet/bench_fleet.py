@@ -28,6 +28,9 @@ on tags_id is grouping by name), fixed windows at the end of the data
 instead of random ones before "now", and one fixed fleet (truck_0's)
 where TSBS draws a random one. Deviations from the TSBS text:
 - avg-daily-driving-session: avg(age(stop, start)) is reported in seconds.
+- long-driving-sessions, long-daily-sessions: when the data is shorter than
+  the 4 h / 24 h window, the threshold is TSBS's tenMinutePeriods formula on
+  the data's span (2 h: more than 11 and 5 periods instead of 22 and 60).
 - breakdown-frequency: TSBS writes `count(status = 0) / count(*) >= 0.5`,
   which is always 1 (count counts non-NULL booleans); here a truck is broken
   down in a 10-minute bucket when at least half its readings have status != 0
@@ -133,6 +136,12 @@ def arrow_tables(tables):
 # ---------------------------------------------------------------- queries
 
 
+def ten_minute_periods(rest_per_hour, window_ns):
+    """TSBS's tenMinutePeriods: the ten-minute periods of the window left after `rest_per_hour` minutes of rest an hour."""
+    minutes = window_ns / MIN_NS
+    return int((minutes - rest_per_hour * minutes / 60) / 10)
+
+
 def queries(fleet, start_ns, end_ns):
     """name -> (Telemark SQL, DuckDB SQL). Times: Telemark to_timestamp_nanos, DuckDB make_timestamp (µs)."""
     def tt(ns):
@@ -161,14 +170,16 @@ def queries(fleet, start_ns, end_ns):
     q["stationary-trucks"] = both(
         f"SELECT name, driver FROM readings WHERE time >= {{A}} AND time < {{Z}} AND name IS NOT NULL AND fleet = '{fleet}' "
         f"GROUP BY name, driver HAVING avg(velocity) < 1", A=stat_from, Z=end_ns)
-    # TSBS: tenMinutePeriods(5, 4h) = 22, tenMinutePeriods(35, 24h) = 60.
-    for name, hours, periods in (("long-driving-sessions", 4, 22), ("long-daily-sessions", 24, 60)):
+    # TSBS: drove more than tenMinutePeriods(rest minutes per hour, window) ten-minute periods of the
+    # window: (5, 4 h) = 22, (35, 24 h) = 60. A window clipped to shorter data gets the same formula.
+    for name, hours, rest_per_hour in (("long-driving-sessions", 4, 5), ("long-daily-sessions", 24, 35)):
+        since = max(start_ns, end_ns - hours * HOUR_NS)
         q[name] = both(
             f"SELECT name, driver FROM (SELECT {{B}}(INTERVAL '10 minutes', time) AS ten_minutes, name, driver FROM readings "
             f"WHERE time >= {{A}} AND time < {{Z}} AND name IS NOT NULL AND fleet = '{fleet}' "
             f"GROUP BY ten_minutes, name, driver HAVING avg(velocity) > 1) r "
-            f"GROUP BY name, driver HAVING count(r.ten_minutes) > {periods}",
-            A=max(start_ns, end_ns - hours * HOUR_NS), Z=end_ns)
+            f"GROUP BY name, driver HAVING count(r.ten_minutes) > {ten_minute_periods(rest_per_hour, end_ns - since)}",
+            A=since, Z=end_ns)
     q["avg-vs-projected-fuel-consumption"] = both(
         "SELECT fleet, avg(fuel_consumption) AS avg_fuel_consumption, "
         "avg(CAST(nominal_fuel_consumption AS DOUBLE)) AS projected_fuel_consumption FROM readings "
