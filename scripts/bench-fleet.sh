@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Fleet benchmark (TSBS IoT shape): one workload through Telemark (HTTP line
 # protocol ingest, bytes per value after flush per table / column / codec,
-# the TSBS IoT queries in SQL) beside VictoriaMetrics and InfluxDB 1.x
+# the TSBS IoT queries in SQL; the same rows over MQTT QoS 1 into a second
+# instance, cross-checked against the first) beside VictoriaMetrics and InfluxDB 1.x
 # (Debian packages: ingest rate, bytes on disk), Prometheus (promtool
 # create-blocks-from openmetrics: bytes per sample) and DuckDB (PyPI: the same
 # queries on the same rows, answers cross-checked, file size). All installed here.
-# Usage: ./scripts/bench-fleet.sh [--trucks 50] [--hours 48] [--interval 10] [--seed 1] [--runs 3] [--skip-peers]
+# Usage: ./scripts/bench-fleet.sh [--trucks 50] [--hours 48] [--interval 10] [--seed 1] [--runs 3] [--skip-peers] [--skip-mqtt]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p telemark-server -p telemark-benches --locked

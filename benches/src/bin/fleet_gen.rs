@@ -54,7 +54,7 @@ fn main() -> std::io::Result<()> {
             match a.format {
                 Format::LineProtocol => fleet.line_protocol(row, &mut buf),
                 Format::Mqtt => {
-                    let (topic, payload) = fleet.mqtt_json(row);
+                    let (topic, payload) = fleet.mqtt_json_all_tags(row);
                     buf.push_str(&topic);
                     buf.push('\t');
                     buf.push_str(&payload);

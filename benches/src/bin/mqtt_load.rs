@@ -8,6 +8,29 @@
 //! message every 100 ms and polls the SQL API until it is visible.
 //! Throughput counts until the last message is stored (QoS 0 included:
 //! the run waits until `count(*)` reaches the number sent).
+//!
+//! `--fleet-replay` instead sends the whole fleet workload of `--trucks`,
+//! `--hours`, `--interval` and `--seed` — the rows `telemark-lp-load` posts,
+//! both tables, duplicates and late rows included, one row a message, each
+//! truck's in generator order — as JSON with every tag
+//! (`Fleet::mqtt_json_all_tags`) on `fleet/{fleet}/{name}/{table}`, from
+//! `--publishers` connections (trucks dealt round-robin; at most one per
+//! truck). It needs rules mapping those topics to the tables, e.g.
+//!
+//! ```toml
+//! [[mqtt.rule]]
+//! topic = "fleet/{fleet}/{name}/readings"
+//! database = "fleet"
+//! table = "readings"
+//! time_field = "timestamp"
+//! time_unit = "ms"
+//! tag_keys = ["driver", "model", "device_version", "load_capacity", "fuel_capacity", "nominal_fuel_consumption"]
+//! # and the same for diagnostics
+//! ```
+//!
+//! and a fresh database: it waits until `count(*)` of each table equals the
+//! distinct rows sent (failing if it exceeds them, or after `--wait-secs`),
+//! and reports messages/s, rows/s and field values/s up to then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +80,21 @@ struct Args {
     /// Idle device connections to open (CONNECT, then silence) and hold during the run.
     #[arg(long, default_value_t = 0)]
     idle: usize,
+    /// Send the whole fleet workload (both tables) instead of `--messages` readings a publisher.
+    #[arg(long)]
+    fleet_replay: bool,
+    /// Trucks (`--fleet-replay`).
+    #[arg(long, default_value_t = 100)]
+    trucks: usize,
+    /// Hours of data (`--fleet-replay`).
+    #[arg(long, default_value_t = 1.0)]
+    hours: f64,
+    /// Seconds between a truck's reports (`--fleet-replay`).
+    #[arg(long, default_value_t = 10)]
+    interval: u64,
+    /// How long to wait for the rows to become visible after the last message (`--fleet-replay`).
+    #[arg(long, default_value_t = 600)]
+    wait_secs: u64,
 }
 
 /// Opens `n` connections that CONNECT (keep-alive 20 min) and then stay silent.
@@ -185,7 +223,8 @@ async fn read_frame(r: &mut tokio::io::ReadHalf<TcpStream>, buf: &mut BytesMut) 
 }
 
 struct Publisher {
-    messages: Vec<(String, Vec<u8>)>,
+    /// `(topic, payload)`; topics are shared, a replay holds millions of messages.
+    messages: Vec<(Arc<str>, Vec<u8>)>,
     client_id: String,
 }
 
@@ -323,6 +362,113 @@ async fn probe(
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let a = Arc::new(Args::parse());
+    if a.fleet_replay { fleet_replay(a).await } else { devices(a).await }
+}
+
+/// The whole fleet workload over MQTT, then wait until every row is visible.
+async fn fleet_replay(a: Arc<Args>) -> Result<(), String> {
+    let mut fleet = Fleet::new(FleetSpec {
+        trucks: a.trucks,
+        hours: a.hours,
+        interval_secs: a.interval,
+        seed: a.seed,
+        ..FleetSpec::default()
+    });
+    let n = a.publishers.clamp(1, a.trucks.max(1));
+    let mut publishers: Vec<Publisher> =
+        (0..n).map(|i| Publisher { messages: Vec::new(), client_id: format!("fleet-replay-{}-{i}", a.seed) }).collect();
+    // Generated before the clock starts, like telemark-lp-load's bodies.
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut distinct: HashMap<&'static str, std::collections::HashSet<(usize, i64)>> = HashMap::new();
+    let (mut messages, mut values, mut bytes) = (0usize, 0usize, 0usize);
+    while let Some(rows) = fleet.next_step() {
+        for row in &rows {
+            let (topic, payload) = fleet.mqtt_json_all_tags(row);
+            let topic = topics.entry(topic).or_insert_with_key(|t| Arc::from(t.as_str())).clone();
+            distinct.entry(row.table).or_default().insert((row.truck, row.time));
+            messages += 1;
+            values += row.fields.len();
+            bytes += payload.len();
+            if let Some(p) = publishers.get_mut(row.truck % n) {
+                p.messages.push((topic, payload.into_bytes()));
+            }
+        }
+    }
+    let expected: Vec<(&str, u64)> = {
+        let mut e: Vec<_> = distinct.iter().map(|(t, rows)| (*t, rows.len() as u64)).collect();
+        e.sort_unstable();
+        e
+    };
+    drop(distinct);
+    let client: Client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let interval = (a.rate > 0).then(|| {
+        #[expect(clippy::cast_precision_loss, reason = "a rate")]
+        let per_pub = a.rate as f64 / n as f64;
+        Duration::from_secs_f64(1.0 / per_pub)
+    });
+    let start = Instant::now();
+    let tasks: Vec<_> =
+        publishers.into_iter().map(|p| tokio::spawn(run_publisher(p, a.clone(), start, interval))).collect();
+    let mut acks = Vec::with_capacity(messages);
+    for t in tasks {
+        acks.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let sent_secs = start.elapsed().as_secs_f64();
+    let mut seen = Vec::with_capacity(expected.len());
+    loop {
+        seen.clear();
+        for (table, _) in &expected {
+            seen.push(count(&client, &a, &format!("SELECT count(*) AS n FROM {table}")).await?);
+        }
+        let report = || {
+            expected
+                .iter()
+                .zip(&seen)
+                .map(|((t, want), got)| format!("{t}: {got} of {want}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if expected.iter().zip(&seen).any(|((_, want), got)| got > want) {
+            return Err(format!("more rows than distinct rows sent ({}): is the database fresh?", report()));
+        }
+        if expected.iter().zip(&seen).all(|((_, want), got)| got == want) {
+            break;
+        }
+        if start.elapsed().as_secs_f64() > sent_secs + a.wait_secs as f64 {
+            return Err(format!("rows visible {} s after the last message: {}", a.wait_secs, report()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored_secs = start.elapsed().as_secs_f64();
+    let ack = Summary::of(&mut acks);
+    #[expect(clippy::cast_precision_loss, reason = "rates")]
+    let report = serde_json::json!({
+        "mode": "fleet-replay",
+        "trucks": a.trucks,
+        "hours": a.hours,
+        "interval": a.interval,
+        "seed": a.seed,
+        "publishers": n,
+        "qos": a.qos,
+        "inflight": a.inflight,
+        "messages": messages,
+        "rows_sent": messages,
+        "values": values,
+        "payload_bytes": bytes,
+        "rows": expected.iter().map(|(t, n)| ((*t).to_string(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+        "send_seconds": sent_secs,
+        "stored_seconds": stored_secs,
+        "messages_per_sec": messages as f64 / stored_secs,
+        "rows_per_sec": messages as f64 / stored_secs,
+        "values_per_sec": values as f64 / stored_secs,
+        "puback_p50_ms": ms(ack.p50), "puback_p99_ms": ms(ack.p99),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// Device-style publishers, one truck each, sending `--messages` readings.
+async fn devices(a: Arc<Args>) -> Result<(), String> {
     // Times start now, so runs against the same server never overwrite each other's rows.
     let now_ns = i64::try_from(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
@@ -346,7 +492,7 @@ async fn main() -> Result<(), String> {
             {
                 let (topic, payload) = fleet.mqtt_json(row);
                 points += row.fields.len();
-                p.messages.push((topic, payload.into_bytes()));
+                p.messages.push((topic.into(), payload.into_bytes()));
             }
         }
     }
