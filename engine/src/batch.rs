@@ -203,7 +203,9 @@ impl Column {
     }
 
     pub(crate) fn pad_to(&mut self, n: usize) {
-        self.extend_nulls(n.saturating_sub(self.len()));
+        if self.len() < n {
+            self.extend_nulls(n - self.len());
+        }
     }
 
     /// Appends `n` nulls.
