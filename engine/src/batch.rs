@@ -164,6 +164,14 @@ impl Values {
         }
     }
 
+    /// Approximate heap bytes used by all slot values.
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Values::Str(v) => v.iter().map(|s| 24 + s.len()).sum(),
+            _ => 8 * self.len(),
+        }
+    }
+
     /// Approximate heap bytes used by slot values, for buffer accounting.
     pub(crate) fn approx_bytes_of(&self, i: usize) -> usize {
         match self {
@@ -396,6 +404,14 @@ impl WriteBatch {
     /// True if the batch has no rows.
     pub fn is_empty(&self) -> bool {
         self.times.is_empty()
+    }
+
+    /// Approximate bytes the rows take (a number 8, a string its length
+    /// and 24, a time 8), for a caller that bounds how much it holds or
+    /// writes at once.
+    pub fn approx_bytes(&self) -> usize {
+        8 * self.times.len()
+            + self.columns.iter().map(|c| c.data.values.approx_bytes() + c.data.valid.len()).sum::<usize>()
     }
 
     /// Starts a new row at `time` (nanoseconds since the Unix epoch, UTC).
@@ -706,6 +722,20 @@ mod tests {
         assert_eq!(outcomes[2].rows_written, 0);
         assert_eq!(outcomes[3].fields_written, 2);
         assert_eq!(scan_all(&merged_db, "fleet", "readings"), scan_all(&one_by_one, "fleet", "readings"));
+    }
+
+    #[test]
+    fn approx_bytes_grows_with_rows_and_strings() {
+        let mut b = WriteBatch::new("t");
+        assert_eq!(b.approx_bytes(), 0);
+        b.row(1).field("f", 1.0);
+        let one = b.approx_bytes();
+        assert!(one >= 16, "{one}");
+        b.row(2).field("s", "x".repeat(1000));
+        assert!(b.approx_bytes() >= one + 1000);
+        let mut twice = b.clone();
+        twice.append(&b);
+        assert!(twice.approx_bytes() >= 2 * b.approx_bytes());
     }
 
     #[test]
