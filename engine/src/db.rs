@@ -316,7 +316,10 @@ impl Database {
             return results;
         }
         if let Err(e) = self.inner.commit(prepared_all) {
-            let msg = e.to_string();
+            let msg = match e {
+                Error::Poisoned(m) => m,
+                other => other.to_string(),
+            };
             for i in logged {
                 if let Some(r) = results.get_mut(i) {
                     *r = Err(Error::Poisoned(msg.clone()));
@@ -520,8 +523,12 @@ impl Inner {
         let table = &batch.table;
         let needs_new = {
             let cat = read(&self.catalog);
-            let schema = cat.get(database).and_then(|t| t.get(table));
-            batch.columns.iter().any(|c| schema.is_none_or(|s| s.id_of(&c.name).is_none()))
+            // A new table is created even for rows without columns: the logged
+            // write must find its table when it is applied.
+            match cat.get(database).and_then(|t| t.get(table)) {
+                None => true,
+                Some(s) => batch.columns.iter().any(|c| s.id_of(&c.name).is_none()),
+            }
         };
         // Rejects conflicting rows; returns the columns the table does not have yet.
         let mut check = |schema: &TableSchema| -> Vec<(&str, ColumnKind)> {

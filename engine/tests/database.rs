@@ -361,3 +361,24 @@ fn storage_report_counts_every_flushed_value_by_column() {
     let total: u64 = s.iter().map(|c| c.bytes).sum();
     assert_eq!(total, db.stats().segment_bytes, "columns plus overhead add up to the files");
 }
+
+#[test]
+fn rows_without_columns_create_their_table_and_do_not_poison() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut bare = WriteBatch::new("fresh");
+    bare.row(1_000);
+    bare.row(2_000);
+    let outcome = db.write("iot", &bare).unwrap();
+    assert_eq!(outcome.rows_written, 2);
+    assert!(db.tables("iot").contains(&"fresh".to_string()));
+    // Still writable, and the rows survive a flush and a reopen.
+    let mut b = WriteBatch::new("fresh");
+    b.row(3_000).field("v", 1.5);
+    let _ = db.write("iot", &b).unwrap();
+    db.flush().unwrap();
+    db.close().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let n: usize = collect(&db, &ScanRequest::new("iot", "fresh")).iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(n, 3);
+}
