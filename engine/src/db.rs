@@ -619,7 +619,19 @@ impl Inner {
             columns.push(BatchColumn { name: c.name.clone(), kind: c.kind, data });
         }
         let times = keep.iter().filter_map(|&r| batch.times.get(r).copied()).collect();
-        Ok((Some(TableWrite { database: database.to_string(), table: table.clone(), times, columns }), outcome))
+        let write = TableWrite { database: database.to_string(), table: table.clone(), times, columns };
+        // Replay refuses WAL records over MAX_PAYLOAD: refuse such a write now
+        // (with a margin: the estimate is close, not exact) rather than log it.
+        let size = crate::wal::format::encoded_len_estimate(&write);
+        if size > crate::wal::format::MAX_PAYLOAD / 2 {
+            return Err(Error::InvalidInput(format!(
+                "database `{database}`, table `{table}`: a batch of {n} rows is about {} MiB, over the limit of {} MiB \
+                 for one write; split it into smaller batches",
+                size >> 20,
+                crate::wal::format::MAX_PAYLOAD >> 21
+            )));
+        }
+        Ok((Some(write), outcome))
     }
 
     /// Logs a write and applies it to the write buffer, sharing the WAL

@@ -382,3 +382,18 @@ fn rows_without_columns_create_their_table_and_do_not_poison() {
     let n: usize = collect(&db, &ScanRequest::new("iot", "fresh")).iter().map(RecordBatch::num_rows).sum();
     assert_eq!(n, 3);
 }
+
+#[test]
+fn a_write_too_large_for_one_wal_record_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut b = WriteBatch::new("blobs");
+    b.row(1).field("payload", "x".repeat(600 << 20));
+    let err = db.write("iot", &b).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(err.to_string().contains("split it into smaller batches"), "{err}");
+    // The database is not poisoned.
+    let mut small = WriteBatch::new("blobs");
+    small.row(2).field("payload", "ok");
+    assert_eq!(db.write("iot", &small).unwrap().rows_written, 1);
+}

@@ -92,7 +92,7 @@ pub(crate) fn encode_record(seq: u64, write: &TableWrite, out: &mut Vec<u8>) {
 }
 
 /// About the bytes `encode_record` writes for `write`, to allocate once.
-fn encoded_len_estimate(write: &TableWrite) -> usize {
+pub(crate) fn encoded_len_estimate(write: &TableWrite) -> usize {
     let rows = write.times.len();
     let columns: usize = write
         .columns
