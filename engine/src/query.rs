@@ -37,7 +37,9 @@ mod table;
 
 use std::sync::Arc;
 
+use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::error::DataFusionError;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::Database;
@@ -73,25 +75,52 @@ impl Access {
     }
 }
 
+/// The configuration and functions every session starts from.
+fn base_state(partitions: Option<usize>) -> SessionState {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_create_default_catalog_and_schema(false)
+        .with_default_catalog_and_schema(CATALOG, "public");
+    if let Some(n) = partitions {
+        config = config.with_target_partitions(n);
+    }
+    // Plain Utf8 for SQL string types: Grafana and other Arrow clients do not read Utf8View.
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    let ctx = SessionContext::new_with_config(config);
+    functions::register(&ctx);
+    ctx.state()
+}
+
 /// The name of the one catalog; databases are its schemas.
 pub const CATALOG: &str = "telemark";
 
 /// Runs SQL against a [`Database`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryEngine {
     db: Arc<Database>,
     partitions: Option<usize>,
+    /// Configuration and functions, built once: a session is a copy of it
+    /// with its own catalog (building one from scratch registers hundreds of
+    /// functions, a large part of a small query's cost).
+    base: SessionState,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").field("db", &self.db).field("partitions", &self.partitions).finish()
+    }
 }
 
 impl QueryEngine {
     /// A query engine over `db`.
     pub fn new(db: Arc<Database>) -> Self {
-        QueryEngine { db, partitions: None }
+        QueryEngine { db, partitions: None, base: base_state(None) }
     }
 
     /// Runs scans and operators in `n` parallel partitions (default: one per core).
     pub fn with_partitions(mut self, n: usize) -> Self {
         self.partitions = Some(n.max(1));
+        self.base = base_state(self.partitions);
         self
     }
 
@@ -109,18 +138,13 @@ impl QueryEngine {
 
     /// Like [`QueryEngine::context`], limited to the databases `access` allows.
     pub fn context_with_access(&self, database: Option<&str>, access: Access) -> SessionContext {
-        let mut config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_create_default_catalog_and_schema(false)
-            .with_default_catalog_and_schema(CATALOG, database.unwrap_or("public"));
-        if let Some(n) = self.partitions {
-            config = config.with_target_partitions(n);
-        }
-        // Plain Utf8 for SQL string types: Grafana and other Arrow clients do not read Utf8View.
-        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-        let ctx = SessionContext::new_with_config(config);
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
+            // Each session gets its own catalog list: the base's is shared by every copy.
+            .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
+            .build();
+        state.config_mut().options_mut().catalog.default_schema = database.unwrap_or("public").to_string();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG, Arc::new(catalog::TelemarkCatalog::new(self.db.clone(), Arc::new(access))));
-        functions::register(&ctx);
         ctx
     }
 

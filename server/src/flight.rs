@@ -30,6 +30,8 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use datafusion::common::ScalarValue;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::metadata::MetadataMap;
@@ -83,9 +85,54 @@ struct Prepared {
 pub struct TelemarkFlightSql {
     state: Arc<AppState>,
     prepared: Mutex<HashMap<Vec<u8>, Prepared>>,
+    planned: Mutex<PlanCache>,
+}
+
+/// Physical plans made by `GetFlightInfo`, kept for the `DoGet` that
+/// usually follows, so a query is planned once rather than twice. Keyed by
+/// token, ticket and parameters; taken by the first `DoGet`; bounded in
+/// count and age (a client that never fetches costs nothing lasting).
+#[derive(Default)]
+struct PlanCache {
+    entries: Vec<(PlanKey, Instant, Planned)>,
+}
+
+/// A planned query, ready to execute.
+type Planned = (Arc<dyn ExecutionPlan>, Arc<TaskContext>);
+
+type PlanKey = (String, Vec<u8>, String);
+
+const PLAN_CACHE_ENTRIES: usize = 64;
+const PLAN_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl std::fmt::Debug for PlanCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanCache").field("entries", &self.entries.len()).finish()
+    }
+}
+
+impl PlanCache {
+    fn put(&mut self, key: PlanKey, plan: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>) {
+        let now = Instant::now();
+        self.entries.retain(|(k, at, _)| *k != key && now.duration_since(*at) < PLAN_CACHE_AGE);
+        if self.entries.len() >= PLAN_CACHE_ENTRIES {
+            self.entries.remove(0);
+        }
+        self.entries.push((key, now, (plan, task)));
+    }
+
+    fn take(&mut self, key: &PlanKey) -> Option<Planned> {
+        let i = self.entries.iter().position(|(k, _, _)| k == key)?;
+        let (_, at, planned) = self.entries.remove(i);
+        (at.elapsed() < PLAN_CACHE_AGE).then_some(planned)
+    }
 }
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+fn plan_key(p: &Principal, ticket: &[u8], params: &[ScalarValue]) -> PlanKey {
+    (p.name.clone(), ticket.to_vec(), if params.is_empty() { String::new() } else { format!("{params:?}") })
+}
 
 fn status(e: ApiError) -> Status {
     Status::from(e)
@@ -144,7 +191,7 @@ fn one_batch<E: std::fmt::Display>(
 impl TelemarkFlightSql {
     /// A service over the server's state.
     pub fn new(state: Arc<AppState>) -> Self {
-        TelemarkFlightSql { state, prepared: Mutex::new(HashMap::new()) }
+        TelemarkFlightSql { state, prepared: Mutex::new(HashMap::new()), planned: Mutex::new(PlanCache::default()) }
     }
 
     fn principal(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
@@ -163,16 +210,25 @@ impl TelemarkFlightSql {
     }
 
     /// Plans `sql` for the principal and returns the physical plan's schema (what DoGet will send).
+    /// Plans a query for `GetFlightInfo`: its schema, with the plan kept for the `DoGet` under `ticket`.
     async fn plan_schema(
         &self,
         p: &Principal,
         db: Option<&str>,
         sql: &str,
         params: &[ScalarValue],
+        ticket: &[u8],
     ) -> Result<SchemaRef, Status> {
         let df = self.dataframe(p, db, sql, params).await?;
+        let task = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await.map_err(|e| self.fail(e.into()))?;
-        Ok(plain_schema(&plan.schema()))
+        let schema = plain_schema(&plan.schema());
+        self.plans().put(plan_key(p, ticket, params), plan, task);
+        Ok(schema)
+    }
+
+    fn plans(&self) -> std::sync::MutexGuard<'_, PlanCache> {
+        self.planned.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn dataframe(
@@ -193,17 +249,25 @@ impl TelemarkFlightSql {
         Ok(df)
     }
 
+    /// Runs a query for `DoGet`: the plan `GetFlightInfo` made for `ticket`, or a new one.
     async fn execute(
         &self,
         p: &Principal,
         db: Option<&str>,
         sql: &str,
         params: &[ScalarValue],
+        ticket: &[u8],
     ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
-        let df = self.dataframe(p, db, sql, params).await?;
-        let task_ctx = Arc::new(df.task_ctx());
-        let plan = df.create_physical_plan().await.map_err(|e| self.fail(e.into()))?;
+        let cached = self.plans().take(&plan_key(p, ticket, params));
+        let (plan, task_ctx) = match cached {
+            Some(planned) => planned,
+            None => {
+                let df = self.dataframe(p, db, sql, params).await?;
+                let task_ctx = Arc::new(df.task_ctx());
+                (df.create_physical_plan().await.map_err(|e| self.fail(e.into()))?, task_ctx)
+            }
+        };
         let schema = plain_schema(&plan.schema());
         let stream = datafusion::physical_plan::execute_stream(plan, task_ctx).map_err(|e| self.fail(e.into()))?;
         let metrics = self.state.metrics.clone();
@@ -271,8 +335,9 @@ impl FlightSqlService for TelemarkFlightSql {
         let p = self.principal(request.metadata())?;
         let db = header_database(request.metadata());
         let sql = number_placeholders(&query.query);
-        let schema = self.plan_schema(&p, db.as_deref(), &sql, &[]).await?;
-        let handle = serde_json::to_vec(&StatementHandle { db, sql }).map_err(|e| Status::internal(e.to_string()))?;
+        let handle = serde_json::to_vec(&StatementHandle { db: db.clone(), sql: sql.clone() })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let schema = self.plan_schema(&p, db.as_deref(), &sql, &[], &handle).await?;
         let ticket = TicketStatementQuery { statement_handle: handle.into() };
         info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())
     }
@@ -285,7 +350,7 @@ impl FlightSqlService for TelemarkFlightSql {
         let p = self.principal(request.metadata())?;
         let h: StatementHandle = serde_json::from_slice(&ticket.statement_handle)
             .map_err(|e| Status::invalid_argument(format!("malformed statement ticket: {e}")))?;
-        self.execute(&p, h.db.as_deref(), &h.sql, &[]).await
+        self.execute(&p, h.db.as_deref(), &h.sql, &[], &ticket.statement_handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -358,7 +423,8 @@ impl FlightSqlService for TelemarkFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let p = self.principal(request.metadata())?;
         let s = self.prepared(&cmd.prepared_statement_handle, &p)?;
-        let schema = self.plan_schema(&p, s.database.as_deref(), &s.sql, &s.params).await?;
+        let schema =
+            self.plan_schema(&p, s.database.as_deref(), &s.sql, &s.params, &cmd.prepared_statement_handle).await?;
         info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())
     }
 
@@ -369,7 +435,7 @@ impl FlightSqlService for TelemarkFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let p = self.principal(request.metadata())?;
         let s = self.prepared(&cmd.prepared_statement_handle, &p)?;
-        self.execute(&p, s.database.as_deref(), &s.sql, &s.params).await
+        self.execute(&p, s.database.as_deref(), &s.sql, &s.params, &cmd.prepared_statement_handle).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -608,5 +674,24 @@ mod tests {
     fn tickets_decode() {
         let t = TicketStatementQuery { statement_handle: b"x".to_vec().into() };
         assert!(decode_any(&t.as_any().encode_to_vec()).is_some());
+    }
+
+    #[test]
+    fn plans_are_taken_once_by_their_own_key_and_bounded() {
+        let plan: Arc<dyn ExecutionPlan> =
+            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(arrow::datatypes::Schema::empty())));
+        let task = Arc::new(TaskContext::default());
+        let key = |owner: &str, ticket: &[u8]| (owner.to_string(), ticket.to_vec(), String::new());
+        let mut cache = PlanCache::default();
+        cache.put(key("a", b"t1"), plan.clone(), task.clone());
+        assert!(cache.take(&key("b", b"t1")).is_none(), "another token's plan");
+        assert!(cache.take(&key("a", b"t1")).is_some());
+        assert!(cache.take(&key("a", b"t1")).is_none(), "taken once");
+        for i in 0..(PLAN_CACHE_ENTRIES + 10) {
+            cache.put(key("a", &i.to_le_bytes()), plan.clone(), task.clone());
+        }
+        assert_eq!(cache.entries.len(), PLAN_CACHE_ENTRIES);
+        assert!(cache.take(&key("a", &0usize.to_le_bytes())).is_none(), "oldest evicted");
+        assert!(cache.take(&key("a", &(PLAN_CACHE_ENTRIES + 9).to_le_bytes())).is_some());
     }
 }
