@@ -867,7 +867,7 @@ impl Inner {
                 }
                 for id in h.reader.matching_series(&preds) {
                     let skey = h.reader.series_key(id);
-                    if !req.in_partition(&skey) {
+                    if !req.matches(&skey) {
                         continue;
                     }
                     series.entry(skey).or_default().push(Source::Segment(h.reader.clone(), id));

@@ -44,6 +44,8 @@ pub struct ScanRequest {
     pub end: Option<i64>,
     /// Rows must match every filter.
     pub tag_filters: Vec<TagFilter>,
+    /// Rows must have these tags (`tag IS NOT NULL`).
+    pub required_tags: Vec<String>,
     /// Columns to return, in this order; `None` = `time`, then every tag and
     /// field column in the order they were added.
     pub projection: Option<Vec<String>>,
@@ -62,6 +64,7 @@ impl ScanRequest {
             start: None,
             end: None,
             tag_filters: Vec::new(),
+            required_tags: Vec::new(),
             projection: None,
             partition: None,
         }
@@ -77,6 +80,12 @@ impl ScanRequest {
     /// Adds a `tag IN (values)` filter.
     pub fn filter_tag(mut self, tag: impl Into<String>, values: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.tag_filters.push(TagFilter { tag: tag.into(), values: values.into_iter().map(Into::into).collect() });
+        self
+    }
+
+    /// Keeps only series that have `tag` (`tag IS NOT NULL`).
+    pub fn require_tag(mut self, tag: impl Into<String>) -> Self {
+        self.required_tags.push(tag.into());
         self
     }
 
@@ -101,6 +110,7 @@ impl ScanRequest {
     pub(crate) fn matches(&self, key: &SeriesKey) -> bool {
         self.in_partition(key)
             && self.tag_filters.iter().all(|f| key.get(&f.tag).is_some_and(|v| f.values.iter().any(|x| x == v)))
+            && self.required_tags.iter().all(|t| key.get(t).is_some())
     }
 }
 

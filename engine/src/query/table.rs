@@ -55,6 +55,8 @@ enum Pushed {
     Until(i64),
     /// `tag IN (values)`
     Tag(String, Vec<String>),
+    /// `tag IS NOT NULL`
+    Present(String),
 }
 
 fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
@@ -138,6 +140,11 @@ impl TelemarkTable {
                 let values = l.list.iter().map(|v| literal(v).and_then(string)).collect::<Option<Vec<_>>>()?;
                 Some(vec![Pushed::Tag(col.to_string(), values)])
             }
+            // A series has a tag or not: `tag IS NOT NULL` selects series.
+            Expr::IsNotNull(e) => {
+                let col = column(e)?;
+                self.is_tag(col).then(|| vec![Pushed::Present(col.to_string())])
+            }
             Expr::Between(b) if !b.negated && column(&b.expr) == Some(TIME_COLUMN) => {
                 let lo = timestamp_ns(literal(&b.low)?)?;
                 let hi = timestamp_ns(literal(&b.high)?)?;
@@ -181,6 +188,11 @@ impl TableProvider for TelemarkTable {
             match p {
                 Pushed::From(t) => req.start = Some(req.start.map_or(t, |s| s.max(t))),
                 Pushed::Until(t) => req.end = Some(req.end.map_or(t, |e| e.min(t))),
+                Pushed::Present(tag) => {
+                    if !req.required_tags.contains(&tag) {
+                        req = req.require_tag(tag);
+                    }
+                }
                 Pushed::Tag(tag, values) => {
                     // Two filters on one tag: keep the intersection.
                     if let Some(f) = req.tag_filters.iter_mut().find(|f| f.tag == tag) {
@@ -270,6 +282,9 @@ impl DisplayAs for TelemarkScanExec {
         }
         for tf in &r.tag_filters {
             write!(f, ", {} IN ({})", tf.tag, tf.values.join(", "))?;
+        }
+        for t in &r.required_tags {
+            write!(f, ", {t} IS NOT NULL")?;
         }
         if let Some(p) = &r.projection {
             write!(f, ", projection=[{}]", p.join(", "))?;
