@@ -359,6 +359,11 @@ def run_telemark(a, tmp, qs, res):
             res["telemark_fingerprint"] = fingerprint(cur)
             for table in FIELDS:
                 res.setdefault("telemark_rows", {})[table] = res["telemark_fingerprint"][table]["values"]["count(*)"]
+            # The floor every query pays: an ADBC round trip (prepare, GetFlightInfo, DoGet, close).
+            def select1():
+                cur.execute("SELECT 1")
+                return cur.fetchall()
+            res.setdefault("select1_ms", {})["Telemark"] = timed(select1, 20)[0]
             for name, (sql, _) in qs.items():
                 log(f"Telemark: {name}")
 
@@ -468,6 +473,7 @@ def run_duckdb(a, tmp, tables, qs, res):
     con.execute("CHECKPOINT")
     res["duckdb_load_s"] = time.perf_counter() - t
     out = {}
+    res.setdefault("select1_ms", {})["DuckDB"] = timed(lambda: con.execute("SELECT 1").fetchall(), 20)[0]
     for name, (_, sql) in qs.items():
         log(f"DuckDB: {name}")
         try:
@@ -623,6 +629,12 @@ def report(a, res, tq, dq, values):
     st = res.get("telemark_storage")
     if st:
         print(f"| bytes/value, Telemark segment files only | {st['bytes'] / values:.3f} |" + " |" * len(peers))
+    s1 = res.get("select1_ms", {})
+    if "Telemark" in s1:
+        d1 = s1.get("DuckDB")
+        duck = f"{d1:.2f}{ratio(s1['Telemark'], d1)}" if d1 is not None else ""
+        cells = [duck if p == "DuckDB" else "" for p in peers]
+        print(f"| SELECT 1, the round trip every query pays (ms) | {s1['Telemark']:.2f} | " + " | ".join(cells) + " |")
     for name in tq:
         tms, trows = tq[name]
         dms, drows = dq.get(name, (None, None))
