@@ -385,7 +385,7 @@ impl Database {
             for h in handles {
                 let footer = h.reader.footer();
                 let mut chunk_bytes = 0u64;
-                for (column, len, codec, values) in h.reader.chunk_sizes() {
+                for (column, len, codec, values, zstd) in h.reader.chunk_sizes() {
                     let name = match column {
                         None => crate::schema::TIME_COLUMN.to_string(),
                         Some(c) => footer.columns.get(c as usize).map_or_else(|| format!("#{c}"), |(n, _)| n.clone()),
@@ -395,7 +395,8 @@ impl Database {
                     e.values += u64::from(values);
                     e.bytes += u64::from(len);
                     let codec_name = crate::codec::CodecId::try_from(codec).map_or("unknown", |c| c.name());
-                    *e.codecs.entry(codec_name.to_string()).or_default() += 1;
+                    let codec_name = if zstd { format!("{codec_name}+zstd") } else { codec_name.to_string() };
+                    *e.codecs.entry(codec_name).or_default() += 1;
                     chunk_bytes += u64::from(len);
                 }
                 let overhead = "(segment overhead)".to_string();

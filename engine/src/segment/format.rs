@@ -7,7 +7,8 @@
 //! chunk   = codec u8 | flags u8 | reserved u16 | rows u32 | values u32 | payload_len u32
 //!           | min_time i64 | max_time i64 | min_value [u8; 8] | max_value [u8; 8]
 //!           | [validity bitmap ⌈rows/8⌉ bytes, if flags & 1] | payload | crc32c u32
-//!           (the crc covers every byte of the chunk before it)
+//!           (the crc covers every byte of the chunk before it; if flags & 4
+//!           the payload is raw_len u32 | zstd frame of the codec's payload)
 //! footer  = see `Footer::encode`
 //! trailer = footer_offset u64 | footer_len u32 | crc32c(footer) u32 | magic (8)
 //! ```
@@ -17,8 +18,9 @@ use crate::schema::ColumnKind;
 
 /// First and last bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"TMKSEG\0\0";
-/// The version this build writes.
-pub(crate) const VERSION: u16 = 1;
+/// The version this build writes. Version 2 added [`FLAG_ZSTD`]; version 1
+/// files (no zstd chunks) read unchanged.
+pub(crate) const VERSION: u16 = 2;
 /// The oldest version this build reads.
 pub(crate) const OLDEST_VERSION: u16 = 1;
 pub(crate) const HEADER_LEN: usize = crate::bytes::FILE_HEADER_LEN;
@@ -28,6 +30,11 @@ pub(crate) const CHUNK_HEADER_LEN: usize = 48;
 pub(crate) const FLAG_VALIDITY: u8 = 1;
 /// Chunk flag: min/max value statistics are set.
 pub(crate) const FLAG_STATS: u8 = 2;
+/// Chunk flag (version 2): the payload is `raw_len u32 | zstd frame`, which
+/// decompresses to the codec's payload of exactly `raw_len` bytes.
+pub(crate) const FLAG_ZSTD: u8 = 4;
+/// Every flag this build knows; a chunk with another bit set is refused.
+pub(crate) const KNOWN_FLAGS: u8 = FLAG_VALIDITY | FLAG_STATS | FLAG_ZSTD;
 /// The most rows one chunk may hold.
 pub(crate) const MAX_CHUNK_ROWS: usize = 1 << 26;
 
