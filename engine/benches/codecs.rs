@@ -20,7 +20,7 @@ use telemark_engine::codec::{
     decode_f64_rle, decode_i64, decode_i64_any, decode_i64_for, decode_i64_rle, decode_timestamps,
     decode_timestamps_any, decode_timestamps_grid, encode_bool, encode_bool_auto, encode_bool_rle, encode_f64,
     encode_f64_auto, encode_f64_decimal, encode_f64_rle, encode_i64, encode_i64_auto, encode_i64_for, encode_i64_rle,
-    encode_timestamps, encode_timestamps_auto, encode_timestamps_grid,
+    encode_timestamps, encode_timestamps_auto, encode_timestamps_grid, unzstd_stage, zstd_stage, zstd_stage_limit,
 };
 
 /// Values per chunk: 1 000 is the engine's typical chunk, 10 000 a large one.
@@ -221,7 +221,42 @@ fn float_codecs() -> Vec<Codec<f64>> {
             decode: |_, data, n, out| decode_f64_rle(data, n, out),
         },
         Codec { name: "auto", encode: encode_f64_auto, decode: decode_f64_any },
+        Codec { name: "auto+zstd", encode: encode_f64_staged, decode: decode_f64_staged },
     ]
+}
+
+/// What a segment stores for a float chunk: the chosen codec's payload, then
+/// the zstd stage when it pays. A leading byte says which (1 = staged), so
+/// the decode side can undo exactly what was done.
+fn encode_f64_staged(values: &[f64], out: &mut Vec<u8>) -> CodecId {
+    let mut payload = Vec::new();
+    let id = encode_f64_auto(values, &mut payload);
+    match zstd_stage(&payload) {
+        Some(staged) => {
+            out.push(1);
+            out.extend_from_slice(&staged);
+        }
+        None => {
+            out.push(0);
+            out.extend_from_slice(&payload);
+        }
+    }
+    id
+}
+
+fn decode_f64_staged(id: CodecId, data: &[u8], n: usize, out: &mut Vec<f64>) -> Result<(), CodecError> {
+    match data.split_first() {
+        Some((1, staged)) => {
+            let payload = unzstd_stage(staged, zstd_stage_limit(n)).map_err(|reason| CodecError {
+                codec: id.name(),
+                offset: 0,
+                reason,
+            })?;
+            decode_f64_any(id, &payload, n, out)
+        }
+        Some((_, payload)) => decode_f64_any(id, payload, n, out),
+        None => decode_f64_any(id, data, n, out),
+    }
 }
 
 fn timestamp_codecs() -> Vec<Codec<i64>> {

@@ -52,6 +52,7 @@ mod grid;
 mod integer;
 mod pack;
 mod rle;
+mod stage;
 mod string;
 mod timestamp;
 
@@ -70,6 +71,7 @@ pub use rle::{
     decode_bool_rle, decode_f64_rle, decode_i64_rle, decode_u64_rle, encode_bool_rle, encode_f64_rle, encode_i64_rle,
     encode_u64_rle,
 };
+pub use stage::{ZSTD_STAGE_LEVEL, ZSTD_STAGE_MIN_BYTES, unzstd_stage, zstd_stage, zstd_stage_limit};
 pub use string::{MAX_STRING_PAYLOAD, decode_strings, encode_strings};
 pub use timestamp::{decode_timestamps, encode_timestamps};
 

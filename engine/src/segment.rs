@@ -183,8 +183,8 @@ fn write_chunk(
         flags |= FLAG_VALIDITY;
     }
     // Strings are zstd-compressed by their codec already; the reader's bound must hold.
-    let zstd = (codec_id != CodecId::StringDictZstd && payload.len() <= zstd_stage_limit(values))
-        .then(|| zstd_stage(payload))
+    let zstd = (codec_id != CodecId::StringDictZstd && payload.len() <= codec::zstd_stage_limit(values))
+        .then(|| codec::zstd_stage(payload))
         .flatten();
     let payload = match &zstd {
         Some(z) => {
@@ -216,46 +216,6 @@ fn write_chunk(
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
     ChunkRef { column, offset: start as u64, len: (out.len() - start) as u32 }
-}
-
-/// zstd level of the optional stage over a chunk's codec payload.
-const ZSTD_STAGE_LEVEL: i32 = 3;
-/// Payloads shorter than this are left alone (a frame costs ~10 bytes).
-const ZSTD_STAGE_MIN_BYTES: usize = 256;
-
-/// The payload as `raw_len u32 | zstd frame`, if that is at least 5 % smaller:
-/// the codecs leave byte-level redundancy (repeated bit patterns in packed
-/// deltas, Gorilla streams) that an entropy coder still finds.
-fn zstd_stage(payload: &[u8]) -> Option<Vec<u8>> {
-    if payload.len() < ZSTD_STAGE_MIN_BYTES {
-        return None;
-    }
-    let frame = zstd::bulk::compress(payload, ZSTD_STAGE_LEVEL).ok()?;
-    let mut out = Vec::with_capacity(4 + frame.len());
-    out.extend_from_slice(&u32::try_from(payload.len()).ok()?.to_le_bytes());
-    out.extend_from_slice(&frame);
-    (out.len() * 20 <= payload.len() * 19).then_some(out)
-}
-
-/// The largest payload of `values` values the zstd stage is used for (and a
-/// reader accepts): far above what any numeric codec needs.
-fn zstd_stage_limit(values: usize) -> usize {
-    values.saturating_mul(16).saturating_add(4096)
-}
-
-/// Undoes [`zstd_stage`]. `limit` bounds the size a frame may claim, so a
-/// damaged length cannot make the reader allocate without bound.
-fn unzstd_stage(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-    let (len, frame) = bytes.split_at_checked(4).ok_or("zstd chunk payload is shorter than its length")?;
-    let raw_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    if raw_len > limit {
-        return Err(format!("zstd chunk claims {raw_len} bytes, more than {limit} for its values"));
-    }
-    let raw = zstd::bulk::decompress(frame, raw_len).map_err(|e| format!("zstd frame does not decompress: {e}"))?;
-    if raw.len() != raw_len {
-        return Err(format!("zstd frame decompresses to {} bytes, the chunk says {raw_len}", raw.len()));
-    }
-    Ok(raw)
 }
 
 /// Encodes the present values of a column; returns codec, count and min/max statistics.
@@ -573,7 +533,8 @@ impl SegmentReader {
         let dense = |e: codec::CodecError| self.corrupt(off + at as u64 + e.offset as u64, e.to_string());
         let unzstd;
         let payload = if h.flags & FLAG_ZSTD != 0 {
-            unzstd = unzstd_stage(payload, zstd_stage_limit(count)).map_err(|e| self.corrupt(off + at as u64, e))?;
+            unzstd = codec::unzstd_stage(payload, codec::zstd_stage_limit(count))
+                .map_err(|e| self.corrupt(off + at as u64, e))?;
             unzstd.as_slice()
         } else {
             payload
@@ -636,49 +597,4 @@ fn slice_column(col: Column, lo: usize, hi: usize) -> Column {
     let mut out = Column::with_capacity(col.values.field_type(), hi.saturating_sub(lo));
     out.extend_range(&col, lo, hi);
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{unzstd_stage, zstd_stage, zstd_stage_limit};
-
-    #[test]
-    fn zstd_stage_round_trips_and_is_used_only_when_it_pays() {
-        let repetitive: Vec<u8> = (0..4096u32).map(|i| (i % 7) as u8).collect();
-        let z = zstd_stage(&repetitive).expect("repetitive bytes compress");
-        assert!(z.len() < repetitive.len() / 4);
-        assert_eq!(unzstd_stage(&z, zstd_stage_limit(4096)).unwrap(), repetitive);
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let random: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        assert!(zstd_stage(&random).is_none(), "incompressible bytes stay as they are");
-        assert!(zstd_stage(&repetitive[..100]).is_none(), "short payloads stay as they are");
-    }
-
-    #[test]
-    fn damaged_zstd_payloads_are_errors_not_panics_or_huge_allocations() {
-        let repetitive: Vec<u8> = (0..4096u32).map(|i| (i % 7) as u8).collect();
-        let z = zstd_stage(&repetitive).unwrap();
-        assert!(unzstd_stage(&z[..3], 1 << 20).is_err());
-        assert!(unzstd_stage(&z[..z.len() - 2], 1 << 20).is_err());
-        // A length above what the chunk's values could need is refused before decompressing.
-        let mut claim = z.clone();
-        claim[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(unzstd_stage(&claim, zstd_stage_limit(10)).unwrap_err().contains("claims"));
-        // A length that disagrees with the frame.
-        let mut short = z.clone();
-        short[..4].copy_from_slice(&100u32.to_le_bytes());
-        assert!(unzstd_stage(&short, 1 << 20).is_err());
-        let mut garbage = z;
-        for b in garbage.iter_mut().skip(4) {
-            *b ^= 0x5A;
-        }
-        assert!(unzstd_stage(&garbage, 1 << 20).is_err());
-    }
 }
