@@ -57,3 +57,52 @@ class Proc:
                 self.p.kill()
                 self.p.wait()
         self.log.close()
+
+
+def start_victoria(tmp):
+    """VictoriaMetrics (Debian package) on a free loopback port: (process, port, data dir)."""
+    port, data = free_port(), os.path.join(tmp, "vm")
+    p = Proc(["victoria-metrics", f"-storageDataPath={data}", f"-httpListenAddr=127.0.0.1:{port}",
+              "-retentionPeriod=100y"], os.path.join(tmp, "vm.log"))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+    except Exception:
+        p.stop()
+        raise
+    return p, port, data
+
+
+def start_influxdb(tmp, database="fleet", compact_soon=False):
+    """InfluxDB 1.x (Debian package) on a free loopback port with `database`
+    created: (process, port, data dir). `compact_soon` sets the cold durations
+    low, so a caller that waits gets TSM files instead of WAL."""
+    port, data = free_port(), os.path.join(tmp, "influx")
+    cold = ('  cache-snapshot-write-cold-duration = "2s"\n'
+            '  compact-full-write-cold-duration = "5s"\n') if compact_soon else ""
+    conf = os.path.join(tmp, "influxdb.conf")
+    with open(conf, "w") as f:
+        f.write(f"""reporting-disabled = true
+bind-address = "127.0.0.1:{free_port()}"
+[meta]
+  dir = "{data}/meta"
+[data]
+  dir = "{data}/data"
+  wal-dir = "{data}/wal"
+  query-log-enabled = false
+{cold}[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+""")
+    p = Proc(["influxd", "-config", conf], os.path.join(tmp, "influxd.log"))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping")
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/query", data=f"q=CREATE DATABASE {database}".encode(), method="POST"),
+            timeout=30).read()
+    except Exception:
+        p.stop()
+        raise
+    return p, port, data

@@ -62,7 +62,7 @@ import warnings
 from collections import defaultdict
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchlib import Proc, du, free_port, wait_http  # noqa: E402
+from benchlib import Proc, du, free_port, start_influxdb, start_victoria, wait_http  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Cannot disable autocommit")
 
@@ -487,11 +487,8 @@ def run_duckdb(a, tmp, tables, qs, res):
 
 
 def run_victoria(a, tmp, res):
-    port, vm_dir = free_port(), os.path.join(tmp, "vm")
-    vm = Proc(["victoria-metrics", f"-storageDataPath={vm_dir}", f"-httpListenAddr=127.0.0.1:{port}", "-retentionPeriod=100y"],
-              os.path.join(tmp, "vm.log"))
+    vm, port, vm_dir = start_victoria(tmp)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health")
         log("VictoriaMetrics: loading")
         r = lp_load(a, f"http://127.0.0.1:{port}/write")
         http_get(f"http://127.0.0.1:{port}/internal/force_flush")
@@ -503,31 +500,8 @@ def run_victoria(a, tmp, res):
 
 
 def run_influx(a, tmp, res):
-    port, ix_dir = free_port(), os.path.join(tmp, "influx")
-    conf = os.path.join(tmp, "influxdb.conf")
-    with open(conf, "w") as f:
-        f.write(f"""reporting-disabled = true
-bind-address = "127.0.0.1:{free_port()}"
-[meta]
-  dir = "{ix_dir}/meta"
-[data]
-  dir = "{ix_dir}/data"
-  wal-dir = "{ix_dir}/wal"
-  query-log-enabled = false
-  cache-snapshot-write-cold-duration = "2s"
-  compact-full-write-cold-duration = "5s"
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-  max-body-size = 0
-[monitor]
-  store-enabled = false
-""")
-    ix = Proc(["influxd", "-config", conf], os.path.join(tmp, "influxd.log"))
+    ix, port, ix_dir = start_influxdb(tmp, compact_soon=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/ping")
-        urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{port}/query", data=b"q=CREATE DATABASE fleet", method="POST"), timeout=30).read()
         log("InfluxDB: loading")
         r = lp_load(a, f"http://127.0.0.1:{port}/write?db=fleet&precision=ns")
         # Let the cache snapshot to TSM and the full compaction run (cold durations set low above),

@@ -20,11 +20,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchlib import Proc, du, free_port, wait_http  # noqa: E402
+from benchlib import Proc, du, free_port, start_influxdb, start_victoria, wait_http  # noqa: E402
 
 RULES = """
 [[mqtt.rule]]
@@ -99,39 +98,16 @@ def main():
         r["disk_bytes"] = du(data)
         print(json.dumps({"server": "telemark", **r}), flush=True)
         if not a.skip_peers:
-            vm_port = free_port()
-            vm_dir = os.path.join(tmp, "vm")
-            vm = Proc(["victoria-metrics", f"-storageDataPath={vm_dir}", f"-httpListenAddr=127.0.0.1:{vm_port}",
-                       "-retentionPeriod=100y"], os.path.join(tmp, "vm.log"))
+            vm, vm_port, vm_dir = start_victoria(tmp)
             try:
-                wait_http(f"http://127.0.0.1:{vm_port}/health")
                 r = lp_load(a.target, f"http://127.0.0.1:{vm_port}/write", a)
                 results["http"]["VictoriaMetrics 1.79"] = r
             finally:
                 vm.stop()
             r["disk_bytes"] = du(vm_dir)
             print(json.dumps({"server": "victoria-metrics", **r}), flush=True)
-            ix_port, ix_dir = free_port(), os.path.join(tmp, "influx")
-            conf = os.path.join(tmp, "influxdb.conf")
-            with open(conf, "w") as f:
-                f.write(f"""reporting-disabled = true
-bind-address = "127.0.0.1:{free_port()}"
-[meta]
-  dir = "{ix_dir}/meta"
-[data]
-  dir = "{ix_dir}/data"
-  wal-dir = "{ix_dir}/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:{ix_port}"
-  log-enabled = false
-  max-body-size = 0
-""")
-            ix = Proc(["influxd", "-config", conf], os.path.join(tmp, "influxd.log"))
+            ix, ix_port, ix_dir = start_influxdb(tmp)
             try:
-                wait_http(f"http://127.0.0.1:{ix_port}/ping")
-                urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{ix_port}/query", data=b"q=CREATE DATABASE fleet", method="POST"), timeout=30).read()
                 r = lp_load(a.target, f"http://127.0.0.1:{ix_port}/write?db=fleet&precision=ns", a)
                 results["http"]["InfluxDB 1.6"] = r
             finally:
