@@ -151,6 +151,8 @@ struct CommitQueue {
 struct Pending {
     seq: u64,
     write: TableWrite,
+    /// About the bytes of its WAL record, measured once by `prepare`.
+    bytes: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -277,7 +279,7 @@ impl Database {
         self.inner.check_writable()?;
         let (prepared, mut outcome) = self.inner.prepare(database, batch)?;
         if let Some(w) = prepared {
-            outcome.rows_written = w.times.len();
+            outcome.rows_written = w.0.times.len();
             self.inner.commit(vec![w])?;
             self.inner.flush_if_full();
         }
@@ -303,7 +305,7 @@ impl Database {
         for (database, batch) in writes {
             match self.inner.prepare(database, batch) {
                 Ok((Some(w), mut outcome)) => {
-                    outcome.rows_written = w.times.len();
+                    outcome.rows_written = w.0.times.len();
                     logged.push(results.len());
                     prepared_all.push(w);
                     results.push(Ok(outcome));
@@ -513,7 +515,8 @@ impl Inner {
 
     /// Validates a batch against the catalog, adding new columns, and returns
     /// the accepted rows ready to log, plus the rejected ones.
-    fn prepare(&self, database: &str, batch: &WriteBatch) -> Result<(Option<TableWrite>, WriteOutcome)> {
+    /// The write to log (with about the bytes of its WAL record) unless every row was rejected.
+    fn prepare(&self, database: &str, batch: &WriteBatch) -> Result<(Option<(TableWrite, usize)>, WriteOutcome)> {
         validate_database_name(database)?;
         validate_name("table", &batch.table)?;
         let n = batch.len();
@@ -632,20 +635,20 @@ impl Inner {
                 crate::wal::format::MAX_PAYLOAD >> 21
             )));
         }
-        Ok((Some(write), outcome))
+        Ok((Some((write, size)), outcome))
     }
 
     /// Logs a write and applies it to the write buffer, sharing the WAL
     /// write and fsync with concurrent writers (group commit).
     /// Several writes are queued together and share one fsync; this returns
     /// when the last of them is durable.
-    fn commit(&self, writes: Vec<TableWrite>) -> Result<()> {
+    fn commit(&self, writes: Vec<(TableWrite, usize)>) -> Result<()> {
         let mut q = lock(&self.queue);
         let mut seq = q.durable_seq;
-        for write_ in writes {
+        for (write, bytes) in writes {
             seq = q.next_seq;
             q.next_seq += 1;
-            q.pending.push(Pending { seq, write: write_ });
+            q.pending.push(Pending { seq, write, bytes });
         }
         loop {
             if q.durable_seq >= seq {
@@ -674,7 +677,8 @@ impl Inner {
 
     /// The leader's work: append the group to the WAL, sync, then apply in order.
     fn write_group(&self, group: &[Pending]) -> Result<()> {
-        let mut framed = Vec::new();
+        // One allocation for the group's records (zeroing fresh pages on regrowth showed in profiles).
+        let mut framed = Vec::with_capacity(group.iter().map(|p| p.bytes).sum());
         for p in group {
             encode_record(p.seq, &p.write, &mut framed);
         }

@@ -1,7 +1,7 @@
 //! The optional zstd stage segments apply over a chunk's codec payload
 //! (chunk flag 4, segment format version 2; see `docs/format.md`).
 
-/// zstd level of the optional stage over a chunk's codec payload.
+/// zstd level of the optional stage over a chunk's codec payload (and of the string codec's frame).
 pub const ZSTD_STAGE_LEVEL: i32 = 3;
 /// Payloads shorter than this are left alone (a frame costs ~10 bytes).
 pub const ZSTD_STAGE_MIN_BYTES: usize = 256;
@@ -13,11 +13,21 @@ pub fn zstd_stage(payload: &[u8]) -> Option<Vec<u8>> {
     if payload.len() < ZSTD_STAGE_MIN_BYTES {
         return None;
     }
-    let frame = zstd::bulk::compress(payload, ZSTD_STAGE_LEVEL).ok()?;
-    let mut out = Vec::with_capacity(4 + frame.len());
-    out.extend_from_slice(&u32::try_from(payload.len()).ok()?.to_le_bytes());
-    out.extend_from_slice(&frame);
+    let mut out = Vec::new();
+    put_zstd_frame(payload, &mut out).ok()?;
     (out.len() * 20 <= payload.len() * 19).then_some(out)
+}
+
+/// Appends `raw_len u32 | zstd frame (level 3)` of `payload` to `out`: the
+/// layout of the zstd stage and of the string codec. Fails only for a
+/// payload of 4 GiB or more (its length does not fit) or if zstd fails.
+pub(crate) fn put_zstd_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let len = u32::try_from(payload.len()).map_err(|_| format!("{} bytes do not fit a u32 length", payload.len()))?;
+    let frame = zstd::bulk::compress(payload, ZSTD_STAGE_LEVEL).map_err(|e| format!("zstd compression failed: {e}"))?;
+    out.reserve(4 + frame.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&frame);
+    Ok(())
 }
 
 /// The largest payload of `values` values the zstd stage is used for (and a
@@ -26,13 +36,14 @@ pub fn zstd_stage_limit(values: usize) -> usize {
     values.saturating_mul(16).saturating_add(4096)
 }
 
-/// Undoes [`zstd_stage`]. `limit` bounds the size a frame may claim, so a
-/// damaged length cannot make the reader allocate without bound.
+/// Undoes [`zstd_stage`] (and reads the string codec's frame). `limit` bounds
+/// the size a frame may claim, so a damaged length cannot make the reader
+/// allocate without bound.
 pub fn unzstd_stage(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-    let (len, frame) = bytes.split_at_checked(4).ok_or("zstd chunk payload is shorter than its length")?;
+    let (len, frame) = bytes.split_at_checked(4).ok_or("zstd payload is shorter than its 4-byte length")?;
     let raw_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
     if raw_len > limit {
-        return Err(format!("zstd chunk claims {raw_len} bytes, more than {limit} for its values"));
+        return Err(format!("zstd frame claims {raw_len} bytes, over the limit of {limit} for its values"));
     }
     let raw = zstd::bulk::decompress(frame, raw_len).map_err(|e| format!("zstd frame does not decompress: {e}"))?;
     if raw.len() != raw_len {

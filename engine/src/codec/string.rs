@@ -47,8 +47,6 @@ pub const MAX_STRING_PAYLOAD: usize = 512 << 20;
 /// string bytes.
 const MAX_DECODED_BYTES: usize = 1 << 30;
 
-const ZSTD_LEVEL: i32 = 3;
-
 /// Bits per dictionary index: `ceil(log2(dict_len))`.
 fn index_width(dict_len: usize) -> u32 {
     if dict_len <= 1 { 0 } else { usize::BITS - (dict_len - 1).leading_zeros() }
@@ -100,12 +98,10 @@ pub fn encode_strings<S: AsRef<str>>(values: &[S], out: &mut Vec<u8>) {
     }
     #[expect(
         clippy::expect_used,
-        reason = "ZSTD_compress only fails for a bad level or a destination below \
-                  compress_bound, and bulk::compress allocates compress_bound"
+        reason = "ZSTD_compress only fails for a bad level or a destination below compress_bound (bulk::compress \
+                  allocates compress_bound), and writers keep payloads far below 4 GiB (see the limits above)"
     )]
-    let frame = zstd::bulk::compress(&payload, ZSTD_LEVEL).expect("zstd compression of an in-memory buffer");
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&frame);
+    super::stage::put_zstd_frame(&payload, out).expect("zstd compression of an in-memory buffer");
 }
 
 /// Decodes `count` strings written by [`encode_strings`] from `data`
@@ -148,30 +144,8 @@ fn decode_into(data: &[u8], count: usize, out: &mut Vec<String>) -> Result<(), C
             ),
         ));
     }
-    let Some((len_bytes, frame)) = data.split_first_chunk::<4>() else {
-        return Err(CodecError::new(
-            ID,
-            0,
-            format!("truncated: the payload length needs 4 bytes, the chunk has {}", data.len()),
-        ));
-    };
-    let payload_len = u32::from_le_bytes(*len_bytes) as usize;
-    if payload_len > MAX_STRING_PAYLOAD {
-        return Err(CodecError::new(
-            ID,
-            0,
-            format!("payload length {payload_len} exceeds the {MAX_STRING_PAYLOAD}-byte limit"),
-        ));
-    }
-    let payload = zstd::bulk::decompress(frame, payload_len)
-        .map_err(|e| CodecError::new(ID, 4, format!("zstd frame does not decompress: {e}")))?;
-    if payload.len() != payload_len {
-        return Err(CodecError::new(
-            ID,
-            4,
-            format!("zstd frame decompresses to {} bytes, the header says {payload_len}", payload.len()),
-        ));
-    }
+    let payload =
+        super::stage::unzstd_stage(data, MAX_STRING_PAYLOAD).map_err(|reason| CodecError::new(ID, 0, reason))?;
     // From here on offsets are positions in the decompressed payload, which
     // the messages say.
     let payload_err =

@@ -56,7 +56,6 @@ pub(crate) struct TableWrite {
 /// Appends a framed record for `write` with sequence number `seq` to `out`.
 pub(crate) fn encode_record(seq: u64, write: &TableWrite, out: &mut Vec<u8>) {
     let start = out.len();
-    out.reserve(encoded_len_estimate(write));
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     out.put_u8(KIND_WRITE);
     out.put_u64(seq);
@@ -91,7 +90,7 @@ pub(crate) fn encode_record(seq: u64, write: &TableWrite, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// About the bytes `encode_record` writes for `write`, to allocate once.
+/// About the bytes `encode_record` writes for `write`: for the size limit and to allocate once.
 pub(crate) fn encoded_len_estimate(write: &TableWrite) -> usize {
     let rows = write.times.len();
     let columns: usize = write
