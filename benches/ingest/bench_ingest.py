@@ -74,6 +74,17 @@ def mqtt_load(target, mqtt, http, publishers, qos, messages, rate=0, idle=0):
     return json.loads(out.stdout)
 
 
+def with_url(started, path):
+    """(process, port, data dir) of a started peer -> (process, write URL, data dir)."""
+    proc, port, data = started
+    return proc, f"http://127.0.0.1:{port}{path}", data
+
+
+def telemark_http(a, tmp):
+    proc, http, _, data = start_telemark(a.target, tmp, "telemark-http")
+    return proc, f"http://127.0.0.1:{http}/api/v2/write?bucket=fleet&precision=ns", data
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", required=True)
@@ -89,31 +100,23 @@ def main():
     results = {"http": {}, "mqtt": []}
     try:
         # --- HTTP line protocol, same lines to every server ---
-        p, http, mqtt, data = start_telemark(a.target, tmp, "telemark-http")
-        try:
-            r = lp_load(a.target, f"http://127.0.0.1:{http}/api/v2/write?bucket=fleet&precision=ns", a)
-            results["http"]["Telemark"] = r
-        finally:
-            p.stop()
-        r["disk_bytes"] = du(data)
-        print(json.dumps({"server": "telemark", **r}), flush=True)
+        servers = [("telemark", "Telemark", lambda: telemark_http(a, tmp))]
         if not a.skip_peers:
-            vm, vm_port, vm_dir = start_victoria(tmp)
+            servers += [
+                ("victoria-metrics", "VictoriaMetrics 1.79",
+                 lambda: with_url(start_victoria(tmp), "/write")),
+                ("influxdb", "InfluxDB 1.6",
+                 lambda: with_url(start_influxdb(tmp), "/write?db=fleet&precision=ns")),
+            ]
+        for key, label, start in servers:
+            proc, url, data = start()
             try:
-                r = lp_load(a.target, f"http://127.0.0.1:{vm_port}/write", a)
-                results["http"]["VictoriaMetrics 1.79"] = r
+                r = lp_load(a.target, url, a)
+                results["http"][label] = r
             finally:
-                vm.stop()
-            r["disk_bytes"] = du(vm_dir)
-            print(json.dumps({"server": "victoria-metrics", **r}), flush=True)
-            ix, ix_port, ix_dir = start_influxdb(tmp)
-            try:
-                r = lp_load(a.target, f"http://127.0.0.1:{ix_port}/write?db=fleet&precision=ns", a)
-                results["http"]["InfluxDB 1.6"] = r
-            finally:
-                ix.stop()
-            r["disk_bytes"] = du(ix_dir)
-            print(json.dumps({"server": "influxdb", **r}), flush=True)
+                proc.stop()
+            r["disk_bytes"] = du(data)
+            print(json.dumps({"server": key, **r}), flush=True)
 
         # --- MQTT ---
         if not a.skip_mqtt:
