@@ -41,6 +41,8 @@ def test_query_with_database_header_and_qualified_names(fleet):
         t = cur.fetch_arrow_table()
         assert t.column("name").to_pylist() == ["truck-3", "truck-3"]
         assert t.column("velocity").to_pylist() == [1.5, 6.5]
+        # Tags are Utf8View inside the engine; clients get plain Utf8 (Grafana and JDBC read no views).
+        assert t.schema.field("name").type == pa.string()
 
 
 def test_prepared_statement_with_bound_parameter(fleet):
