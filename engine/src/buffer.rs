@@ -161,6 +161,26 @@ impl WriteBuffer {
         }
     }
 
+    /// Removes the rows a delete names.
+    pub(crate) fn delete(&mut self, t: &crate::delete::Tombstone) {
+        let Some(tb) = self.tables.get_mut(&(t.database.clone(), t.table.clone())) else {
+            return;
+        };
+        let range = t.range();
+        let mut removed_rows = 0usize;
+        tb.series.retain(|key, s| {
+            if !t.matches(key) {
+                return true;
+            }
+            let before = s.data.times.len();
+            crate::delete::retain_rows(&mut s.data, &[range], i64::MIN);
+            removed_rows += before - s.data.times.len();
+            !s.data.times.is_empty()
+        });
+        // The byte count stays an over-estimate until the flush; the row count is exact.
+        self.rows = self.rows.saturating_sub(removed_rows);
+    }
+
     /// Copies the rows of matching series within `range`, unsorted.
     pub(crate) fn collect(
         &self,

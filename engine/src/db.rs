@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::batch::{BatchColumn, Column, RowError, WriteBatch, WriteOutcome};
 use crate::buffer::WriteBuffer;
+use crate::delete::{DeleteOutcome, DeleteRequest, Tombstone};
 use crate::fs::Backend;
 use crate::manifest::{Manifest, SegmentEntry};
 use crate::options::{Durability, Options};
@@ -16,12 +17,12 @@ use crate::scan::{ScanPlan, ScanRequest, ScanStream, Source};
 use crate::schema::{ColumnKind, TableSchema, validate_database_name, validate_name};
 use crate::segment::{SegmentReader, write_segment};
 use crate::series::{SeriesData, SeriesKey, merge};
-use crate::wal::format::{TableWrite, encode_record};
+use crate::wal::format::{TableWrite, WalEntry, encode_entry};
 use crate::wal::{ReplayMode, TornTail, WalWriter};
 use crate::{Error, Result};
 
 const WAL_DIR: &str = "wal";
-const SEGMENT_DIR: &str = "segments";
+pub(crate) const SEGMENT_DIR: &str = "segments";
 
 /// A Telemark storage engine over one data directory, which holds any number
 /// of named databases, each with tables.
@@ -33,6 +34,7 @@ const SEGMENT_DIR: &str = "segments";
 pub struct Database {
     inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What opening a database found and did.
@@ -71,36 +73,77 @@ pub struct DatabaseStats {
     pub rows_written: u64,
     /// Flushes of the write buffer since open.
     pub flushes: u64,
+    /// Compaction jobs finished since open.
+    pub compactions: u64,
+    /// Bytes of segment files read by compaction since open.
+    pub compaction_bytes_read: u64,
+    /// Bytes of segment files written by compaction since open.
+    pub compaction_bytes_written: u64,
+    /// Time spent in compaction jobs since open, in nanoseconds.
+    pub compaction_nanos: u64,
+    /// Compaction jobs that failed (full disk, I/O error) since open; their inputs stay.
+    pub compaction_failures: u64,
+    /// Segment files dropped by retention since open.
+    pub retention_files_dropped: u64,
+    /// Rows refused on write because they were older than retention, since open.
+    pub retention_rows_refused: u64,
+    /// Deletes logged since open.
+    pub deletes: u64,
+    /// Deletes not yet purged from every segment file.
+    pub deletes_pending: usize,
+    /// Times a writer waited for the write buffer to drain (backpressure) since open.
+    pub write_stalls: u64,
+    /// Time writers spent waiting for the buffer to drain, in nanoseconds.
+    pub write_stall_nanos: u64,
 }
 
 /// Monotonic counters, read by [`Database::stats`].
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     wal_syncs: AtomicU64,
     wal_sync_nanos: AtomicU64,
     rows_written: AtomicU64,
     flushes: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) compaction_bytes_read: AtomicU64,
+    pub(crate) compaction_bytes_written: AtomicU64,
+    pub(crate) compaction_nanos: AtomicU64,
+    pub(crate) compaction_failures: AtomicU64,
+    pub(crate) retention_files_dropped: AtomicU64,
+    pub(crate) retention_rows_refused: AtomicU64,
+    deletes: AtomicU64,
+    write_stalls: AtomicU64,
+    write_stall_nanos: AtomicU64,
 }
 
 #[derive(Debug)]
-struct Inner {
-    dir: PathBuf,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
     wal_dir: PathBuf,
-    segment_dir: PathBuf,
-    options: Options,
-    backend: Backend,
+    pub(crate) segment_dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) backend: Backend,
     /// Table schemas, including columns not yet flushed.
-    catalog: RwLock<BTreeMap<String, BTreeMap<String, TableSchema>>>,
-    state: RwLock<State>,
+    pub(crate) catalog: RwLock<BTreeMap<String, BTreeMap<String, TableSchema>>>,
+    pub(crate) state: RwLock<State>,
     queue: Mutex<CommitQueue>,
     queue_cv: Condvar,
     wal: Mutex<WalWriter>,
-    /// The manifest as last stored; held during a flush.
-    manifest: Mutex<Manifest>,
+    /// The manifest as last stored; held during a flush and while a
+    /// compaction or retention drop swaps files. Lock order: manifest, then state.
+    pub(crate) manifest: Mutex<Manifest>,
+    /// Retention rules (a copy of the manifest's, read on every write and scan).
+    pub(crate) retention: RwLock<Vec<crate::retention::RetentionRule>>,
+    /// Held by the one compaction job running at a time.
+    pub(crate) compaction_lock: Mutex<()>,
     poisoned: RwLock<Option<String>>,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     flush_signal: (Mutex<bool>, Condvar),
-    counters: Counters,
+    /// Notified after every flush, for writers waiting for room in the buffer.
+    room: (Mutex<()>, Condvar),
+    /// Wakes the compaction thread early (on close, or when files pile up).
+    pub(crate) compact_signal: (Mutex<bool>, Condvar),
+    pub(crate) counters: Counters,
 }
 
 /// Storage taken by one column of a table in segment files; see [`Database::storage`].
@@ -127,16 +170,28 @@ impl ColumnStorage {
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     active: WriteBuffer,
     frozen: Vec<Arc<WriteBuffer>>,
-    segments: HashMap<(String, String), Vec<Arc<SegmentHandle>>>,
+    /// Per table, in precedence order (see [`sort_by_precedence`]).
+    pub(crate) segments: HashMap<(String, String), Vec<Arc<SegmentHandle>>>,
+    /// Deletes that may still have rows in some source, oldest first.
+    pub(crate) tombstones: Vec<Tombstone>,
+    /// The highest WAL sequence number applied to the buffer: every delete
+    /// up to it is in `tombstones` (or already purged).
+    pub(crate) applied_seq: u64,
 }
 
 #[derive(Debug)]
-struct SegmentHandle {
-    entry: SegmentEntry,
-    reader: Arc<SegmentReader>,
+pub(crate) struct SegmentHandle {
+    pub(crate) entry: SegmentEntry,
+    pub(crate) reader: Arc<SegmentReader>,
+}
+
+/// Orders a table's files so that later writes come later: by the end of
+/// their WAL range (ranges of one partition never overlap), then by id.
+pub(crate) fn sort_by_precedence(handles: &mut [Arc<SegmentHandle>]) {
+    handles.sort_by_key(|h| (h.entry.max_seq, h.entry.id));
 }
 
 #[derive(Debug)]
@@ -150,18 +205,18 @@ struct CommitQueue {
 #[derive(Debug)]
 struct Pending {
     seq: u64,
-    write: TableWrite,
+    entry: WalEntry,
     /// About the bytes of its WAL record, measured once by `prepare`.
     bytes: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -193,6 +248,7 @@ impl Database {
                     let reader = SegmentReader::open(&segment_dir.join(SegmentEntry::file_name(seg.id)))?;
                     handles.push(Arc::new(SegmentHandle { entry: seg.clone(), reader: Arc::new(reader) }));
                 }
+                sort_by_precedence(&mut handles);
                 report.segments += handles.len();
                 state.segments.insert((db.clone(), table.clone()), handles);
             }
@@ -200,12 +256,20 @@ impl Database {
 
         remove_orphan_segments(backend.as_ref(), &segment_dir, &manifest)?;
         let flushed = manifest.flushed_seq;
-        let replay = crate::wal::replay(&wal_dir, &backend, ReplayMode::Strict, |seq, mut w| {
+        state.tombstones = manifest.tombstones.clone();
+        state.applied_seq = flushed;
+        let replay = crate::wal::replay(&wal_dir, &backend, ReplayMode::Strict, |seq, entry| {
             if seq <= flushed {
                 return Ok(());
             }
-            let schema = resolve_replayed(&mut catalog, &mut w);
-            state.active.apply(seq, &w, schema);
+            match entry {
+                WalEntry::Write(mut w) => {
+                    let schema = resolve_replayed(&mut catalog, &mut w);
+                    state.active.apply(seq, &w, schema);
+                }
+                WalEntry::Delete(t) => state.apply_delete(seq, t),
+            }
+            state.applied_seq = seq;
             Ok(())
         })?;
         report.wal_records_replayed = replay.records;
@@ -225,11 +289,16 @@ impl Database {
             }
         })?;
 
+        let retention = manifest.retention.clone();
         let inner = Arc::new(Inner {
             dir,
             wal_dir,
             segment_dir,
             backend,
+            retention: RwLock::new(retention),
+            compaction_lock: Mutex::new(()),
+            room: (Mutex::new(()), Condvar::new()),
+            compact_signal: (Mutex::new(false), Condvar::new()),
             catalog: RwLock::new(catalog),
             state: RwLock::new(state),
             queue: Mutex::new(CommitQueue {
@@ -257,7 +326,17 @@ impl Database {
         } else {
             None
         };
-        Ok((Database { inner, flusher: Mutex::new(flusher) }, report))
+        let compactor = if inner.options.compaction.background {
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("telemark-compact".into())
+                .spawn(move || crate::compaction::background(weak))
+                .map_err(|e| Error::Internal(format!("cannot start the compaction thread: {e}")))?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok((Database { inner, flusher: Mutex::new(flusher), compactor: Mutex::new(compactor) }, report))
     }
 
     /// Truncates the WAL of the database in `dir` at its first damaged record
@@ -277,10 +356,11 @@ impl Database {
     /// durable and visible to scans when this returns.
     pub fn write(&self, database: &str, batch: &WriteBatch) -> Result<WriteOutcome> {
         self.inner.check_writable()?;
+        self.inner.wait_for_room()?;
         let (prepared, mut outcome) = self.inner.prepare(database, batch)?;
-        if let Some(w) = prepared {
-            outcome.rows_written = w.0.times.len();
-            self.inner.commit(vec![w])?;
+        if let Some((w, bytes)) = prepared {
+            outcome.rows_written = w.times.len();
+            self.inner.commit(vec![(WalEntry::Write(w), bytes)])?;
             self.inner.flush_if_full();
         }
         Ok(outcome)
@@ -296,18 +376,25 @@ impl Database {
         &self,
         writes: impl IntoIterator<Item = (&'a str, &'a WriteBatch)>,
     ) -> Vec<Result<WriteOutcome>> {
-        if self.inner.check_writable().is_err() {
-            return writes.into_iter().map(|_| self.inner.check_writable().map(|()| WriteOutcome::default())).collect();
+        if let Err(e) = self.inner.check_writable().and_then(|()| self.inner.wait_for_room()) {
+            let msg = e.to_string();
+            return writes
+                .into_iter()
+                .map(|_| match &e {
+                    Error::Closed => Err(Error::Closed),
+                    _ => Err(Error::Poisoned(msg.clone())),
+                })
+                .collect();
         }
         let mut results = Vec::new();
         let mut logged = Vec::new();
         let mut prepared_all = Vec::new();
         for (database, batch) in writes {
             match self.inner.prepare(database, batch) {
-                Ok((Some(w), mut outcome)) => {
-                    outcome.rows_written = w.0.times.len();
+                Ok((Some((w, bytes)), mut outcome)) => {
+                    outcome.rows_written = w.times.len();
                     logged.push(results.len());
-                    prepared_all.push(w);
+                    prepared_all.push((WalEntry::Write(w), bytes));
                     results.push(Ok(outcome));
                 }
                 Ok((None, outcome)) => results.push(Ok(outcome)),
@@ -333,6 +420,152 @@ impl Database {
         results
     }
 
+    /// Deletes the rows `request` names from `database`: durable (a WAL
+    /// record) when this returns, and hidden from every scan from then on.
+    /// Rows written after it are not affected. Compaction later removes the
+    /// rows from the segment files; [`Database::deletes`] tells when.
+    pub fn delete(&self, database: &str, request: &DeleteRequest) -> Result<DeleteOutcome> {
+        self.inner.check_writable()?;
+        request.validate(database)?;
+        let schema = self.table_schema(database, &request.table).ok_or_else(|| Error::NotFound {
+            what: "table",
+            name: format!("{database}.{}", request.table),
+            hint: String::new(),
+        })?;
+        for f in &request.tag_filters {
+            match schema.id_of(&f.tag).and_then(|id| schema.column(id)) {
+                Some(def) if def.kind != ColumnKind::Tag => {
+                    return Err(Error::InvalidInput(format!(
+                        "delete from {database}.{}: column `{}` is {}, not a tag; a delete selects rows by tags and time only",
+                        request.table,
+                        f.tag,
+                        def.kind.with_article()
+                    )));
+                }
+                _ => {} // an unknown tag matches nothing
+            }
+        }
+        let mut count = ScanRequest::new(database, &request.table).project(["time"]);
+        count.tag_filters = request.tag_filters.clone();
+        count.start = request.start;
+        count.end = request.end;
+        let mut rows_matched = 0u64;
+        for b in self.scan(&count)? {
+            rows_matched += b?.num_rows() as u64;
+        }
+        let t = Tombstone::from_request(0, database, request, rows_matched);
+        let bytes = crate::wal::format::entry_len_estimate(&WalEntry::Delete(t.clone()));
+        let seq = self.inner.commit(vec![(WalEntry::Delete(t), bytes)])?;
+        crate::failpoint::hit("delete.logged");
+        self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(DeleteOutcome { seq, rows_matched })
+    }
+
+    /// Deletes of `database` (every database if `None`): those whose rows may
+    /// still be in some segment file, then the purged ones the manifest
+    /// remembers (with the time their rows were gone from every file).
+    pub fn deletes(&self, database: Option<&str>) -> (Vec<Tombstone>, Vec<Tombstone>) {
+        let keep = |t: &&Tombstone| database.is_none_or(|d| t.database == d);
+        let pending = read(&self.inner.state).tombstones.iter().filter(keep).cloned().collect();
+        let purged = lock(&self.inner.manifest).purged.iter().filter(keep).cloned().collect();
+        (pending, purged)
+    }
+
+    /// Sets how long rows of `database` (or of one `table` of it) are kept;
+    /// `None` removes the rule. Stored in the manifest (it survives
+    /// restarts) and in force at once: older rows are hidden and refused,
+    /// and their files are dropped by the next retention pass.
+    pub fn set_retention(&self, database: &str, table: Option<&str>, keep: Option<Duration>) -> Result<()> {
+        validate_database_name(database)?;
+        if let Some(t) = table {
+            validate_name("table", t)?;
+        }
+        let keep_secs = match keep {
+            Some(k) if k.as_secs() == 0 => {
+                return Err(Error::InvalidInput("retention must keep rows for at least one second".into()));
+            }
+            Some(k) => Some(k.as_secs()),
+            None => None,
+        };
+        let mut manifest = lock(&self.inner.manifest);
+        let mut rules = manifest.retention.clone();
+        rules.retain(|r| !(r.database == database && r.table.as_deref() == table));
+        if let Some(keep_secs) = keep_secs {
+            rules.push(crate::retention::RetentionRule {
+                database: database.to_string(),
+                table: table.map(str::to_string),
+                keep_secs,
+            });
+        }
+        rules.sort_by(|a, b| (&a.database, &a.table).cmp(&(&b.database, &b.table)));
+        let mut next = manifest.clone();
+        next.retention = rules.clone();
+        next.store(self.inner.backend.as_ref(), &self.inner.dir)?;
+        *manifest = next;
+        *write(&self.inner.retention) = rules;
+        drop(manifest);
+        self.inner.signal_compaction();
+        Ok(())
+    }
+
+    /// The retention rules.
+    pub fn retention(&self) -> Vec<crate::retention::RetentionRule> {
+        read(&self.inner.retention).clone()
+    }
+
+    /// Drops every segment file whose rows have all expired, now; returns
+    /// how many. The compaction thread does this on its own every
+    /// [`crate::CompactionOptions::interval`].
+    pub fn enforce_retention(&self) -> Result<usize> {
+        self.inner.enforce_retention()
+    }
+
+    /// Runs compaction now: flushes the write buffer, then merges each time
+    /// partition's files (up to the per-job caps) and rewrites every file a
+    /// delete still applies to, until nothing is left to do.
+    pub fn compact(&self) -> Result<crate::compaction::CompactionReport> {
+        self.inner.check_writable()?;
+        self.inner.flush()?;
+        self.inner.enforce_retention()?;
+        crate::compaction::run(&self.inner, crate::compaction::Mode::Full, None)
+    }
+
+    /// Like [`Database::compact`], for the files of one database only.
+    pub fn compact_database(&self, database: &str) -> Result<crate::compaction::CompactionReport> {
+        self.inner.check_writable()?;
+        self.inner.flush()?;
+        self.inner.enforce_retention()?;
+        crate::compaction::run(&self.inner, crate::compaction::Mode::Full, Some(database))
+    }
+
+    /// Segment files per table and time partition.
+    pub fn partitions(&self, database: Option<&str>) -> Vec<crate::compaction::PartitionFiles> {
+        crate::compaction::partitions(&self.inner, database)
+    }
+
+    /// Reads every chunk of every segment file the manifest lists, checking
+    /// every checksum, and lists files in the segment directory the manifest
+    /// does not know. The first damage found is the error.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _compaction = lock(&self.inner.compaction_lock);
+        let handles: Vec<Arc<SegmentHandle>> = read(&self.inner.state).segments.values().flatten().cloned().collect();
+        let mut report = VerifyReport::default();
+        let mut known = std::collections::HashSet::new();
+        for h in &handles {
+            report.rows += h.reader.verify()?;
+            report.files += 1;
+            known.insert(SegmentEntry::file_name(h.entry.id));
+        }
+        let dir = &self.inner.segment_dir;
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let name = entry.map_err(|e| Error::io(dir, e))?.file_name().to_string_lossy().to_string();
+            if !known.contains(&name) {
+                report.unreferenced.push(name);
+            }
+        }
+        Ok(report)
+    }
+
     /// Starts a scan. The returned stream sees the data as of this call.
     pub fn scan(&self, request: &ScanRequest) -> Result<ScanStream> {
         self.inner.scan(request)
@@ -353,7 +586,11 @@ impl Database {
     fn stop(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.signal_flush();
+        self.inner.signal_compaction();
         if let Some(h) = lock(&self.flusher).take() {
+            let _ = h.join();
+        }
+        if let Some(h) = lock(&self.compactor).take() {
             let _ = h.join();
         }
     }
@@ -441,6 +678,17 @@ impl Database {
         s.wal_sync_nanos = c.wal_sync_nanos.load(Ordering::Relaxed);
         s.rows_written = c.rows_written.load(Ordering::Relaxed);
         s.flushes = c.flushes.load(Ordering::Relaxed);
+        s.compactions = c.compactions.load(Ordering::Relaxed);
+        s.compaction_bytes_read = c.compaction_bytes_read.load(Ordering::Relaxed);
+        s.compaction_bytes_written = c.compaction_bytes_written.load(Ordering::Relaxed);
+        s.compaction_nanos = c.compaction_nanos.load(Ordering::Relaxed);
+        s.compaction_failures = c.compaction_failures.load(Ordering::Relaxed);
+        s.retention_files_dropped = c.retention_files_dropped.load(Ordering::Relaxed);
+        s.retention_rows_refused = c.retention_rows_refused.load(Ordering::Relaxed);
+        s.deletes = c.deletes.load(Ordering::Relaxed);
+        s.deletes_pending = state.tombstones.len();
+        s.write_stalls = c.write_stalls.load(Ordering::Relaxed);
+        s.write_stall_nanos = c.write_stall_nanos.load(Ordering::Relaxed);
         s
     }
 
@@ -448,6 +696,18 @@ impl Database {
     pub fn poisoned(&self) -> Option<String> {
         self.inner.poisoned()
     }
+}
+
+/// What [`Database::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Segment files read, every chunk checked.
+    pub files: usize,
+    /// Rows in them (duplicates across files counted each time).
+    pub rows: u64,
+    /// Files in the segment directory the manifest does not list.
+    pub unreferenced: Vec<String>,
 }
 
 impl Drop for Database {
@@ -478,11 +738,11 @@ fn resolve_replayed<'a>(
 }
 
 impl Inner {
-    fn poisoned(&self) -> Option<String> {
+    pub(crate) fn poisoned(&self) -> Option<String> {
         read(&self.poisoned).clone()
     }
 
-    fn poison(&self, reason: String) {
+    pub(crate) fn poison(&self, reason: String) {
         tracing::error!(%reason, "database poisoned: refusing writes until reopened");
         let mut p = write(&self.poisoned);
         if p.is_none() {
@@ -511,6 +771,51 @@ impl Inner {
         let (m, cv) = &self.flush_signal;
         *lock(m) = true;
         cv.notify_all();
+    }
+
+    pub(crate) fn signal_compaction(&self) {
+        let (m, cv) = &self.compact_signal;
+        *lock(m) = true;
+        cv.notify_all();
+    }
+
+    /// Bytes held by the active and frozen buffers.
+    fn buffered_bytes(&self) -> usize {
+        let s = read(&self.state);
+        s.active.bytes + s.frozen.iter().map(|f| f.bytes).sum::<usize>()
+    }
+
+    /// Backpressure: while the buffers hold more than
+    /// [`Options::max_buffer_memory`], waits for a flush to drain them (or
+    /// flushes itself when there is no background flush thread).
+    fn wait_for_room(&self) -> Result<()> {
+        let limit = self.options.max_buffer_memory;
+        if self.buffered_bytes() < limit {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+        let result = loop {
+            if let Err(e) = self.check_writable() {
+                break Err(e);
+            }
+            if self.buffered_bytes() < limit {
+                break Ok(());
+            }
+            if !self.options.background_flush {
+                if let Err(e) = self.flush() {
+                    break Err(e);
+                }
+                continue;
+            }
+            self.signal_flush();
+            let (m, cv) = &self.room;
+            let g = lock(m);
+            let _ = cv.wait_timeout(g, Duration::from_millis(50));
+        };
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters.write_stall_nanos.fetch_add(nanos, Ordering::Relaxed);
+        result
     }
 
     /// Validates a batch against the catalog, adding new columns, and returns
@@ -590,6 +895,24 @@ impl Inner {
             let empty = TableSchema::default();
             check(cat.get(database).and_then(|t| t.get(table)).unwrap_or(&empty));
         }
+        let cutoff = crate::retention::cutoff(&read(&self.retention), database, table, crate::delete::now_nanos());
+        if cutoff > i64::MIN {
+            let keep = crate::retention::rule_for(&read(&self.retention), database, table).map(|r| r.keep_text());
+            for (row, t) in batch.times.iter().enumerate() {
+                if *t < cutoff && !errors.contains_key(&row) {
+                    self.counters.retention_rows_refused.fetch_add(1, Ordering::Relaxed);
+                    errors.insert(row, RowError {
+                        row,
+                        column: Some(crate::schema::TIME_COLUMN.to_string()),
+                        message: format!(
+                            "database `{database}`, table `{table}`: time {t} is older than the retention period ({}): \
+                             rows before {cutoff} (ns) are expired",
+                            keep.as_deref().unwrap_or("?")
+                        ),
+                    });
+                }
+            }
+        }
         let rejected: Vec<RowError> = errors.into_values().collect();
         let mut outcome = WriteOutcome { rows_written: 0, fields_written: 0, rejected };
         if outcome.rejected.len() >= n {
@@ -642,17 +965,18 @@ impl Inner {
     /// write and fsync with concurrent writers (group commit).
     /// Several writes are queued together and share one fsync; this returns
     /// when the last of them is durable.
-    fn commit(&self, writes: Vec<(TableWrite, usize)>) -> Result<()> {
+    /// Returns the sequence number of the last entry.
+    fn commit(&self, entries: Vec<(WalEntry, usize)>) -> Result<u64> {
         let mut q = lock(&self.queue);
         let mut seq = q.durable_seq;
-        for (write, bytes) in writes {
+        for (entry, bytes) in entries {
             seq = q.next_seq;
             q.next_seq += 1;
-            q.pending.push(Pending { seq, write, bytes });
+            q.pending.push(Pending { seq, entry, bytes });
         }
         loop {
             if q.durable_seq >= seq {
-                return Ok(());
+                return Ok(seq);
             }
             if let Some(r) = self.poisoned() {
                 return Err(Error::Poisoned(r));
@@ -680,7 +1004,7 @@ impl Inner {
         // One allocation for the group's records (zeroing fresh pages on regrowth showed in profiles).
         let mut framed = Vec::with_capacity(group.iter().map(|p| p.bytes).sum());
         for p in group {
-            encode_record(p.seq, &p.write, &mut framed);
+            encode_entry(p.seq, &p.entry, &mut framed);
         }
         {
             let mut wal = lock(&self.wal);
@@ -701,14 +1025,20 @@ impl Inner {
         let cat = read(&self.catalog);
         let mut state = write(&self.state);
         for p in group {
-            let Some(schema) = cat.get(&p.write.database).and_then(|t| t.get(&p.write.table)) else {
-                return Err(Error::Internal(format!(
-                    "table {}.{} vanished from the catalog",
-                    p.write.database, p.write.table
-                )));
-            };
-            state.active.apply(p.seq, &p.write, schema);
-            self.counters.rows_written.fetch_add(p.write.times.len() as u64, Ordering::Relaxed);
+            match &p.entry {
+                WalEntry::Write(w) => {
+                    let Some(schema) = cat.get(&w.database).and_then(|t| t.get(&w.table)) else {
+                        return Err(Error::Internal(format!(
+                            "table {}.{} vanished from the catalog",
+                            w.database, w.table
+                        )));
+                    };
+                    state.active.apply(p.seq, w, schema);
+                    self.counters.rows_written.fetch_add(w.times.len() as u64, Ordering::Relaxed);
+                }
+                WalEntry::Delete(t) => state.apply_delete(p.seq, t.clone()),
+            }
+            state.applied_seq = p.seq;
         }
         Ok(())
     }
@@ -724,15 +1054,19 @@ impl Inner {
 
     /// Moves the active buffer to the frozen list and starts a new WAL file,
     /// so the frozen rows' WAL files can be deleted once they are flushed.
-    fn freeze(&self) -> Result<()> {
+    /// A buffer is frozen even without rows when deletes were logged since
+    /// `flushed_seq`: its flush moves them into the manifest and frees their WAL.
+    fn freeze(&self, flushed_seq: u64) -> Result<()> {
         let q = self.become_leader();
         let mut state = write(&self.state);
-        if state.active.is_empty() {
+        if state.active.is_empty() && state.applied_seq <= flushed_seq {
             return Ok(());
         }
         let mut wal = lock(&self.wal);
         wal.rotate(q.durable_seq + 1)?;
-        let active = std::mem::take(&mut state.active);
+        let mut active = std::mem::take(&mut state.active);
+        // Every delete up to here was applied to its rows.
+        active.max_seq = state.applied_seq;
         state.frozen.push(Arc::new(active));
         Ok(())
     }
@@ -742,7 +1076,7 @@ impl Inner {
         if let Some(r) = self.poisoned() {
             return Err(Error::Poisoned(r));
         }
-        self.freeze().inspect_err(|e| self.poison(format!("rotating the WAL failed: {e}")))?;
+        self.freeze(manifest.flushed_seq).inspect_err(|e| self.poison(format!("rotating the WAL failed: {e}")))?;
         let frozen: Vec<Arc<WriteBuffer>> = read(&self.state).frozen.clone();
         if frozen.is_empty() {
             return Ok(());
@@ -758,20 +1092,34 @@ impl Inner {
 
     fn flush_frozen(&self, manifest: &mut Manifest, frozen: &[Arc<WriteBuffer>]) -> Result<()> {
         let catalog = read(&self.catalog).clone();
+        let (tombstones, applied_seq) = {
+            let s = read(&self.state);
+            (s.tombstones.clone(), s.applied_seq)
+        };
+        let rules = read(&self.retention).clone();
+        let now = crate::delete::now_nanos();
         // (database, table) -> partition -> series -> sources oldest first
         type Parts = BTreeMap<(String, String), BTreeMap<i64, BTreeMap<SeriesKey, Vec<SeriesData>>>>;
         let mut parts: Parts = BTreeMap::new();
         for buf in frozen {
             for ((db, table), tb) in &buf.tables {
+                let cutoff = crate::retention::cutoff(&rules, db, table, now);
                 for (key, series) in &tb.series {
+                    // Deletes logged after this buffer was frozen, and expired rows, are not written.
+                    let hidden = crate::delete::hidden_ranges(&tombstones, db, table, key, buf.max_seq, 0);
                     let by_part = split_by_partition(series.data(), &self.options);
                     let entry = parts.entry((db.clone(), table.clone())).or_default();
-                    for (p, d) in by_part {
-                        entry.entry(p).or_default().entry(key.clone()).or_default().push(d);
+                    for (p, mut d) in by_part {
+                        crate::delete::retain_rows(&mut d, &hidden, cutoff);
+                        if !d.times.is_empty() {
+                            entry.entry(p).or_default().entry(key.clone()).or_default().push(d);
+                        }
                     }
                 }
             }
         }
+        let flushed_seq = frozen.iter().map(|f| f.max_seq).max().unwrap_or(0).max(manifest.flushed_seq);
+        let min_seq = manifest.flushed_seq + 1;
         let mut new_handles: Vec<((String, String), Arc<SegmentHandle>)> = Vec::new();
         let mut written_bytes = 0u64;
         for ((db, table), partitions) in parts {
@@ -793,6 +1141,9 @@ impl Inner {
                     rows: stats.rows,
                     bytes: stats.bytes,
                     level: 0,
+                    min_seq,
+                    max_seq: flushed_seq,
+                    purged_seq: applied_seq,
                 };
                 let reader = Arc::new(SegmentReader::open(&path)?);
                 manifest
@@ -807,26 +1158,65 @@ impl Inner {
                 new_handles.push(((db.clone(), table.clone()), Arc::new(SegmentHandle { entry, reader })));
             }
         }
+        crate::failpoint::hit("flush.segments_written");
         for (db, tables) in &catalog {
             for (table, schema) in tables {
                 manifest.databases.entry(db.clone()).or_default().tables.entry(table.clone()).or_default().schema =
                     schema.clone();
             }
         }
-        let flushed_seq = frozen.iter().map(|f| f.max_seq).max().unwrap_or(0).max(manifest.flushed_seq);
         manifest.flushed_seq = flushed_seq;
-        manifest.store(self.backend.as_ref(), &self.dir)?;
+        let mut next = manifest.clone();
         {
             let mut state = write(&self.state);
             state.frozen.retain(|f| !frozen.iter().any(|x| Arc::ptr_eq(x, f)));
             for (key, h) in new_handles {
-                state.segments.entry(key).or_default().push(h);
+                let list = state.segments.entry(key).or_default();
+                list.push(h);
+                sort_by_precedence(list);
             }
+            self.settle_tombstones(&mut next, &mut state);
         }
+        // Scans see the new files from here; readers of the old manifest state stay valid.
+        next.store(self.backend.as_ref(), &self.dir)?;
+        *manifest = next;
+        crate::failpoint::hit("flush.manifest_stored");
         self.trim_wal(flushed_seq)?;
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        let (m, cv) = &self.room;
+        drop(lock(m));
+        cv.notify_all();
         tracing::debug!(flushed_seq, written_bytes, "flushed write buffer");
         Ok(())
+    }
+
+    /// Moves the deletes whose rows are gone from every file (and that the
+    /// manifest's WAL position covers) to the delete log, and records the
+    /// pending ones in `manifest` (which the caller stores).
+    pub(crate) fn settle_tombstones(&self, manifest: &mut Manifest, state: &mut State) {
+        let now = crate::delete::now_nanos();
+        let mut purged = Vec::new();
+        let flushed = manifest.flushed_seq;
+        let segments = &state.segments;
+        state.tombstones.retain(|t| {
+            let needed = t.seq > flushed
+                || segments.get(&(t.database.clone(), t.table.clone())).is_some_and(|list| {
+                    list.iter().any(|h| {
+                        t.applies_to(h.entry.max_seq, h.entry.purged_seq) && h.reader.may_hold(&t.tags, t.range())
+                    })
+                });
+            if !needed {
+                let mut done = t.clone();
+                done.purged_at = Some(now);
+                tracing::info!(seq = t.seq, database = %t.database, table = %t.table, "delete purged from every file");
+                purged.push(done);
+            }
+            needed
+        });
+        manifest.tombstones = state.tombstones.clone();
+        manifest.purged.extend(purged);
+        let over = manifest.purged.len().saturating_sub(crate::delete::PURGED_LOG_LIMIT);
+        manifest.purged.drain(..over);
     }
 
     /// Deletes WAL files whose records are all at or below `flushed_seq`.
@@ -855,6 +1245,18 @@ impl Inner {
                     Error::NotFound { what: "database", name: req.database.clone(), hint: String::new() }
                 }
             })?;
+        // Expired rows are hidden at once, before their files are dropped.
+        let cutoff =
+            crate::retention::cutoff(&read(&self.retention), &req.database, &req.table, crate::delete::now_nanos());
+        let narrowed;
+        let req = if req.start.is_none_or(|s| s < cutoff) {
+            let mut r = req.clone();
+            r.start = Some(cutoff);
+            narrowed = r;
+            &narrowed
+        } else {
+            req
+        };
         let mut plan = ScanPlan::new(req, &schema, self.options.scan_batch_rows)?;
         let range = plan.range();
         let wanted = plan.wanted_ids();
@@ -863,6 +1265,8 @@ impl Inner {
         let filter = |k: &SeriesKey| req.matches(k);
         let state = read(&self.state);
         let key = (req.database.clone(), req.table.clone());
+        let tombstones: Vec<&Tombstone> =
+            state.tombstones.iter().filter(|t| t.is_for(&req.database, &req.table)).collect();
         if let Some(segs) = state.segments.get(&key) {
             let preds: Vec<(String, Vec<String>)> =
                 req.tag_filters.iter().map(|f| (f.tag.clone(), f.values.clone())).collect();
@@ -870,19 +1274,36 @@ impl Inner {
                 if !range.overlaps(h.entry.min_time, h.entry.max_time) {
                     continue;
                 }
+                let deletes: Vec<&Tombstone> =
+                    tombstones.iter().copied().filter(|t| t.applies_to(h.entry.max_seq, h.entry.purged_seq)).collect();
                 for id in h.reader.matching_series(&preds) {
                     let skey = h.reader.series_key(id);
                     if !req.matches(&skey) {
                         continue;
                     }
-                    series.entry(skey).or_default().push(Source::Segment(h.reader.clone(), id));
+                    let hidden =
+                        crate::delete::hidden_ranges(deletes.iter().copied(), &req.database, &req.table, &skey, 0, 0);
+                    series.entry(skey).or_default().push(Source::Segment(h.reader.clone(), id, hidden));
                 }
             }
         }
-        for buf in state.frozen.iter().map(Arc::as_ref).chain(std::iter::once(&state.active)) {
-            for (k, d) in buf.collect(&req.database, &req.table, &filter, range, &wanted, width) {
+        for buf in state.frozen.iter().map(Arc::as_ref) {
+            for (k, mut d) in buf.collect(&req.database, &req.table, &filter, range, &wanted, width) {
+                let hidden = crate::delete::hidden_ranges(
+                    tombstones.iter().copied(),
+                    &req.database,
+                    &req.table,
+                    &k,
+                    buf.max_seq,
+                    0,
+                );
+                crate::delete::retain_rows(&mut d, &hidden, i64::MIN);
                 series.entry(k).or_default().push(Source::Buffer(d));
             }
+        }
+        // Deletes were applied to the active buffer's rows when they were logged.
+        for (k, d) in state.active.collect(&req.database, &req.table, &filter, range, &wanted, width) {
+            series.entry(k).or_default().push(Source::Buffer(d));
         }
         drop(state);
         plan.series = series.into_iter().collect();
@@ -911,6 +1332,18 @@ fn remove_orphan_segments(backend: &dyn crate::fs::FileBackend, dir: &Path, mani
         }
     }
     Ok(())
+}
+
+impl State {
+    /// Applies a logged delete: removes its rows from the active buffer and
+    /// keeps its tombstone for older sources.
+    pub(crate) fn apply_delete(&mut self, seq: u64, mut t: Tombstone) {
+        t.seq = seq;
+        self.active.delete(&t);
+        if !self.tombstones.iter().any(|x| x.seq == seq) {
+            self.tombstones.push(t);
+        }
+    }
 }
 
 fn split_by_partition(data: &SeriesData, options: &Options) -> Vec<(i64, SeriesData)> {

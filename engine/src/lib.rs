@@ -53,13 +53,17 @@ mod batch;
 mod buffer;
 mod bytes;
 pub mod codec;
+pub mod compaction;
 mod db;
+pub mod delete;
 mod error;
+pub mod failpoint;
 pub mod fs;
 mod manifest;
 mod options;
 #[cfg(feature = "sql")]
 pub mod query;
+pub mod retention;
 mod scan;
 mod schema;
 mod segment;
@@ -67,9 +71,12 @@ mod series;
 mod wal;
 
 pub use batch::{FieldValue, RowError, RowWriter, WriteBatch, WriteOutcome};
-pub use db::{ColumnStorage, Database, DatabaseStats, OpenReport};
+pub use compaction::{CompactionReport, PartitionFiles};
+pub use db::{ColumnStorage, Database, DatabaseStats, OpenReport, VerifyReport};
+pub use delete::{DeleteOutcome, DeleteRequest, Tombstone};
 pub use error::{Error, Result};
-pub use options::{Durability, Options};
+pub use options::{CompactionOptions, Durability, Options};
+pub use retention::{RetentionRule, format_duration, parse_duration};
 pub use scan::{ScanRequest, ScanStream, TagFilter, arrow_schema, arrow_type};
 pub use schema::{
     ColumnDef, ColumnKind, FieldType, MAX_DATABASE_NAME, MAX_NAME, TIME_COLUMN, TableSchema, validate_database_name,

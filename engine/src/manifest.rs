@@ -21,7 +21,11 @@ use crate::{Error, Result};
 
 pub(crate) const FILE_NAME: &str = "MANIFEST";
 pub(crate) const MAGIC: [u8; 8] = *b"TMKMANI\0";
-pub(crate) const VERSION: u16 = 1;
+/// The version this build writes. Version 2 added the WAL sequence range
+/// and purge mark of each segment, delete tombstones, the delete log and
+/// retention rules; version 1 manifests read unchanged (their segments keep
+/// their list order as precedence).
+pub(crate) const VERSION: u16 = 2;
 pub(crate) const OLDEST_VERSION: u16 = 1;
 const HEADER_LEN: usize = 24;
 
@@ -36,6 +40,20 @@ pub(crate) struct SegmentEntry {
     pub(crate) bytes: u64,
     /// 0 for flushed segments; compaction raises it.
     pub(crate) level: u32,
+    /// The WAL sequence numbers whose rows this file holds, inclusive: a
+    /// flush covers `(flushed_seq before, flushed_seq after]`, a compaction
+    /// the union of its inputs' contiguous ranges. Files of a partition never
+    /// overlap in this range; for rows of the same series and time, the file
+    /// with the higher range wins (last write wins). 0/0 for files written
+    /// by version 1, which keep their list order.
+    #[serde(default)]
+    pub(crate) min_seq: u64,
+    #[serde(default)]
+    pub(crate) max_seq: u64,
+    /// Every delete with a sequence number up to this one has been applied
+    /// to the file's rows physically (they are not in it).
+    #[serde(default)]
+    pub(crate) purged_seq: u64,
 }
 
 impl SegmentEntry {
@@ -44,7 +62,7 @@ impl SegmentEntry {
     }
 }
 
-/// A table: its schema and segments (oldest first).
+/// A table: its schema and segments (in precedence order: oldest writes first).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TableEntry {
     pub(crate) schema: TableSchema,
@@ -64,6 +82,16 @@ pub(crate) struct Manifest {
     pub(crate) flushed_seq: u64,
     pub(crate) next_segment_id: u64,
     pub(crate) databases: BTreeMap<String, DatabaseEntry>,
+    /// Deletes whose rows may still be in some segment file, oldest first.
+    #[serde(default)]
+    pub(crate) tombstones: Vec<crate::delete::Tombstone>,
+    /// Deletes whose rows are gone from every file (the last
+    /// [`crate::delete::PURGED_LOG_LIMIT`]), oldest first.
+    #[serde(default)]
+    pub(crate) purged: Vec<crate::delete::Tombstone>,
+    /// Retention rules.
+    #[serde(default)]
+    pub(crate) retention: Vec<crate::retention::RetentionRule>,
 }
 
 impl Manifest {
@@ -87,7 +115,7 @@ impl Manifest {
             return Err(corrupt(0, "not a Telemark manifest (bad magic or too short)".into()));
         }
         let version = u16::from_le_bytes([data[8], data[9]]);
-        if version > VERSION || version < OLDEST_VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 file: path.clone(),
                 format: "manifest",
@@ -118,6 +146,7 @@ impl Manifest {
         for db in m.databases.values_mut() {
             for t in db.tables.values_mut() {
                 t.schema.reindex();
+                assign_legacy_seqs(&mut t.segments);
             }
         }
         Ok(m)
@@ -135,6 +164,21 @@ impl Manifest {
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&body);
         crate::fs::write_atomic(backend, &dir.join(FILE_NAME), &out)
+    }
+}
+
+/// Gives files written by version 1 (no WAL range) a range that keeps their
+/// list order as precedence within each partition: the k-th such file of a
+/// partition covers `k..=k`. Each of them took at least one flush, and every
+/// flush at least one sequence number, so `k` is at most the manifest's
+/// `flushed_seq` and below every later flush's range.
+fn assign_legacy_seqs(segments: &mut [SegmentEntry]) {
+    let mut count: BTreeMap<i64, u64> = BTreeMap::new();
+    for s in segments.iter_mut().filter(|s| s.max_seq == 0) {
+        let k = count.entry(s.partition_start).or_default();
+        *k += 1;
+        s.min_seq = *k;
+        s.max_seq = *k;
     }
 }
 
@@ -158,6 +202,9 @@ mod tests {
             rows: 2,
             bytes: 100,
             level: 0,
+            min_seq: 1,
+            max_seq: 7,
+            purged_seq: 0,
         });
         m.store(&StdBackend, dir.path()).unwrap();
         let back = Manifest::load(dir.path()).unwrap();

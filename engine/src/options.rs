@@ -43,6 +43,12 @@ pub struct Options {
     /// Default: true. With false, only [`crate::Database::flush`] and
     /// [`crate::Database::close`] flush.
     pub background_flush: bool,
+    /// Writers wait (backpressure) while the write buffer, counting buffers
+    /// being flushed, holds about this many bytes, instead of the buffer
+    /// growing without bound when ingest outpaces flushing. Default: 256 MiB.
+    pub max_buffer_memory: usize,
+    /// Compaction and retention: the background thread and per-job caps.
+    pub compaction: CompactionOptions,
     /// Rows per record batch a scan yields. Default: 8192.
     pub scan_batch_rows: usize,
     /// The file system. Tests substitute one that injects failures.
@@ -58,8 +64,50 @@ impl Default for Options {
             partition_duration: Duration::from_secs(86_400),
             wal_file_bytes: 64 << 20,
             background_flush: true,
+            max_buffer_memory: 256 << 20,
+            compaction: CompactionOptions::default(),
             scan_batch_rows: 8192,
             backend: Arc::new(StdBackend),
+        }
+    }
+}
+
+/// How compaction runs. One job runs at a time; a job merges files of one
+/// table's time partition that are contiguous in WAL order, series by
+/// series, so it holds about one series' decoded rows in memory.
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Run a background thread (at a lower CPU priority than the rest) that
+    /// compacts and enforces retention. Default: true.
+    pub background: bool,
+    /// How often the background thread looks for work. Default: 30 s.
+    pub interval: Duration,
+    /// The background thread merges a partition once it has this many
+    /// files. Default: 4.
+    pub min_files: usize,
+    /// Most input files per job. Default: 32.
+    pub max_input_files: usize,
+    /// Most input bytes per job; the output is at most about as large.
+    /// Default: 1 GiB.
+    pub max_input_bytes: u64,
+    /// Read plus written bytes per second a job may use; 0 = unlimited.
+    /// Default: 0.
+    pub bytes_per_second: u64,
+    /// A job starts only if the disk has at least its input size plus this
+    /// many bytes free. Default: 64 MiB.
+    pub min_free_bytes: u64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            background: true,
+            interval: Duration::from_secs(30),
+            min_files: 4,
+            max_input_files: 32,
+            max_input_bytes: 1 << 30,
+            bytes_per_second: 0,
+            min_free_bytes: 64 << 20,
         }
     }
 }

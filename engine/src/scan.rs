@@ -152,7 +152,8 @@ enum OutColumn {
 /// Where rows of a series come from.
 #[derive(Debug)]
 pub(crate) enum Source {
-    Segment(Arc<SegmentReader>, u32),
+    /// A series of a segment file, and the time ranges deletes hide in it.
+    Segment(Arc<SegmentReader>, u32, Vec<TimeRange>),
     Buffer(SeriesData),
 }
 
@@ -279,10 +280,14 @@ impl ScanStream {
             for s in std::mem::take(sources) {
                 match s {
                     Source::Buffer(d) => datas.push(d),
-                    Source::Segment(seg, id) => {
+                    Source::Segment(seg, id, hidden) => {
                         let wanted: Vec<(usize, &str, ColumnKind)> =
                             self.plan.wanted.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
-                        datas.push(seg.read_series(id, &wanted, self.plan.width, self.plan.range)?);
+                        let mut data = seg.read_series(id, &wanted, self.plan.width, self.plan.range)?;
+                        if !hidden.is_empty() {
+                            crate::delete::retain_rows(&mut data, &hidden, i64::MIN);
+                        }
+                        datas.push(data);
                     }
                 }
             }

@@ -47,56 +47,151 @@ pub(crate) fn write_segment(
     schema: &TableSchema,
     series: &[(SeriesKey, SeriesData)],
 ) -> Result<SegmentStats> {
-    let mut out = Vec::with_capacity(64 * 1024);
-    out.extend_from_slice(&format::header());
-    let mut local: HashMap<usize, u32> = HashMap::new();
-    let mut footer = Footer {
-        table: table.to_string(),
-        partition_start,
-        min_time: i64::MAX,
-        max_time: i64::MIN,
-        ..Default::default()
-    };
-    let mut local_id = |footer: &mut Footer, table_id: usize| -> Result<u32> {
-        if let Some(&l) = local.get(&table_id) {
+    let mut w = SegmentWriter::create(backend, path, table, partition_start, schema)?;
+    for (key, data) in series {
+        w.add(key, data)?;
+    }
+    w.finish()
+}
+
+/// Writes a segment file series by series, so memory holds one series'
+/// chunks and the footer, not the file. The file is written under a
+/// temporary name and renamed into place by [`SegmentWriter::finish`];
+/// dropped unfinished (an error, a full disk), the temporary file is removed.
+pub(crate) struct SegmentWriter<'a> {
+    backend: &'a dyn FileBackend,
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<Box<dyn crate::fs::DurableFile>>>,
+    schema: &'a TableSchema,
+    footer: Footer,
+    /// Table column id → segment-local id.
+    local: HashMap<usize, u32>,
+    postings: std::collections::BTreeMap<(u32, String), Vec<u32>>,
+    /// Bytes written to the file so far.
+    offset: u64,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for SegmentWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentWriter").field("path", &self.path).field("offset", &self.offset).finish()
+    }
+}
+
+impl<'a> SegmentWriter<'a> {
+    /// Starts a segment file for `table` and `partition_start` at `path`.
+    pub(crate) fn create(
+        backend: &'a dyn FileBackend,
+        path: &Path,
+        table: &str,
+        partition_start: i64,
+        schema: &'a TableSchema,
+    ) -> Result<Self> {
+        let tmp = path.with_extension("tmp");
+        // A leftover from a crash was never renamed into place: garbage.
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+        let file = backend.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = SegmentWriter {
+            backend,
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            schema,
+            footer: Footer {
+                table: table.to_string(),
+                partition_start,
+                min_time: i64::MAX,
+                max_time: i64::MIN,
+                ..Default::default()
+            },
+            local: HashMap::new(),
+            postings: Default::default(),
+            offset: 0,
+            buf: Vec::with_capacity(64 * 1024),
+            scratch: Vec::new(),
+        };
+        let header = format::header();
+        w.put(&header)?;
+        Ok(w)
+    }
+
+    /// Series added so far.
+    pub(crate) fn series_count(&self) -> usize {
+        self.footer.series.len()
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn bytes_written(&self) -> u64 {
+        self.offset
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(Error::Internal("segment writer used after an error".into()));
+        };
+        if let Err(e) = f.write_all(bytes) {
+            self.file = None;
+            return Err(Error::io(&self.tmp, e));
+        }
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn local_id(&mut self, table_id: usize) -> Result<u32> {
+        if let Some(&l) = self.local.get(&table_id) {
             return Ok(l);
         }
-        let def =
-            schema.column(table_id).ok_or_else(|| Error::Internal(format!("column id {table_id} not in schema")))?;
-        let l = footer.columns.len() as u32;
-        footer.columns.push((def.name.clone(), def.kind));
-        local.insert(table_id, l);
+        let def = self
+            .schema
+            .column(table_id)
+            .ok_or_else(|| Error::Internal(format!("column id {table_id} not in schema")))?;
+        let l = self.footer.columns.len() as u32;
+        self.footer.columns.push((def.name.clone(), def.kind));
+        self.local.insert(table_id, l);
         Ok(l)
-    };
-    let mut postings: std::collections::BTreeMap<(u32, String), Vec<u32>> = Default::default();
-    let mut scratch = Vec::new();
-    for (key, data) in series {
+    }
+
+    /// Appends one series (sorted by time without duplicates; series must
+    /// come in key order, each once). An empty series is skipped.
+    pub(crate) fn add(&mut self, key: &SeriesKey, data: &SeriesData) -> Result<()> {
         if data.times.is_empty() {
-            continue;
+            return Ok(());
         }
         let rows = data.times.len();
         if rows > format::MAX_CHUNK_ROWS {
             return Err(Error::ResourceLimit(format!(
-                "series {key} has {rows} rows in one flush; the limit is {}",
+                "series {key} has {rows} rows in one segment; the limit is {}",
                 format::MAX_CHUNK_ROWS
             )));
         }
         let min_time = data.times.first().copied().unwrap_or_default();
         let max_time = data.times.last().copied().unwrap_or_default();
+        let series_id = self.footer.series.len() as u32;
         let mut tags = Vec::with_capacity(key.0.len());
         for (name, value) in &key.0 {
-            let tid = schema.id_of(name).ok_or_else(|| Error::Internal(format!("tag {name} not in schema")))?;
-            let l = local_id(&mut footer, tid)?;
+            let tid = self.schema.id_of(name).ok_or_else(|| Error::Internal(format!("tag {name} not in schema")))?;
+            let l = self.local_id(tid)?;
             tags.push((l, value.clone()));
-            postings.entry((l, value.clone())).or_default().push(footer.series.len() as u32);
+            self.postings.entry((l, value.clone())).or_default().push(series_id);
         }
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let base = self.offset;
         let mut chunks = Vec::new();
         // Time chunk.
         scratch.clear();
         let time_codec = codec::encode_timestamps_auto(&data.times, &mut scratch);
         let (min_v, max_v) = (min_time.to_le_bytes(), max_time.to_le_bytes());
         chunks.push(write_chunk(
-            &mut out,
+            &mut buf,
+            base,
             None,
             time_codec,
             rows,
@@ -112,12 +207,13 @@ pub(crate) fn write_segment(
             if !col.valid.iter().any(|v| *v) {
                 continue;
             }
-            let l = local_id(&mut footer, col_id)?;
+            let l = self.local_id(col_id)?;
             let validity = if col.valid.iter().all(|v| *v) { None } else { Some(col.valid.as_slice()) };
             scratch.clear();
             let (codec_id, count, stats) = encode_values(col, &mut scratch);
             chunks.push(write_chunk(
-                &mut out,
+                &mut buf,
+                base,
                 Some(l),
                 codec_id,
                 rows,
@@ -129,34 +225,58 @@ pub(crate) fn write_segment(
                 stats,
             ));
         }
-        footer.min_time = footer.min_time.min(min_time);
-        footer.max_time = footer.max_time.max(max_time);
-        footer.rows += rows as u64;
-        footer.series.push(SeriesEntry { tags, rows: rows as u32, min_time, max_time, chunks });
+        let written = self.put(&buf);
+        self.buf = buf;
+        self.scratch = scratch;
+        written?;
+        self.footer.min_time = self.footer.min_time.min(min_time);
+        self.footer.max_time = self.footer.max_time.max(max_time);
+        self.footer.rows += rows as u64;
+        self.footer.series.push(SeriesEntry { tags, rows: rows as u32, min_time, max_time, chunks });
+        Ok(())
     }
-    footer.postings = postings.into_iter().map(|((c, v), ids)| (c, v, ids)).collect();
-    let footer_offset = out.len() as u64;
-    let mut fbytes = Vec::new();
-    footer.encode(&mut fbytes);
-    out.extend_from_slice(&fbytes);
-    out.extend_from_slice(&footer_offset.to_le_bytes());
-    out.extend_from_slice(&(fbytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&fbytes).to_le_bytes());
-    out.extend_from_slice(&format::MAGIC);
 
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = backend.create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&out).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_data().map_err(|e| Error::io(&tmp, e))?;
+    /// Writes the footer and trailer, fsyncs the file and renames it into
+    /// place durably.
+    pub(crate) fn finish(mut self) -> Result<SegmentStats> {
+        self.footer.postings =
+            std::mem::take(&mut self.postings).into_iter().map(|((c, v), ids)| (c, v, ids)).collect();
+        let footer_offset = self.offset;
+        let mut tail = Vec::new();
+        self.footer.encode(&mut tail);
+        let footer_len = tail.len();
+        let crc = crc32c::crc32c(&tail);
+        tail.extend_from_slice(&footer_offset.to_le_bytes());
+        tail.extend_from_slice(&(footer_len as u32).to_le_bytes());
+        tail.extend_from_slice(&crc.to_le_bytes());
+        tail.extend_from_slice(&format::MAGIC);
+        self.put(&tail)?;
+        let Some(file) = self.file.take() else {
+            return Err(Error::Internal("segment writer used after an error".into()));
+        };
+        let mut file = file.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        file.sync_data().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(file);
+        crate::fs::rename_durable(self.backend, &self.tmp, &self.path)?;
+        // Renamed: nothing for Drop to remove.
+        self.tmp = PathBuf::new();
+        Ok(SegmentStats {
+            rows: self.footer.rows,
+            min_time: self.footer.min_time,
+            max_time: self.footer.max_time,
+            bytes: self.offset,
+        })
     }
-    crate::fs::rename_durable(backend, &tmp, path)?;
-    Ok(SegmentStats {
-        rows: footer.rows,
-        min_time: footer.min_time,
-        max_time: footer.max_time,
-        bytes: out.len() as u64,
-    })
+}
+
+impl Drop for SegmentWriter<'_> {
+    fn drop(&mut self) {
+        // Unfinished: the temporary file is garbage (a full disk leaves no partial output).
+        self.file = None;
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 use std::io::Write as _;
@@ -167,6 +287,7 @@ use std::io::Write as _;
 )]
 fn write_chunk(
     out: &mut Vec<u8>,
+    base: u64,
     column: Option<u32>,
     codec_id: CodecId,
     rows: usize,
@@ -215,7 +336,7 @@ fn write_chunk(
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    ChunkRef { column, offset: start as u64, len: (out.len() - start) as u32 }
+    ChunkRef { column, offset: base + start as u64, len: (out.len() - start) as u32 }
 }
 
 /// Encodes the present values of a column; returns codec, count and min/max statistics.
@@ -275,6 +396,22 @@ pub(crate) struct SegmentReader {
     footer: Footer,
     /// Column name → segment-local id.
     by_name: HashMap<String, u32>,
+    /// Set once the manifest no longer lists the file (compacted away,
+    /// expired): the last holder (a running scan, say) removes it.
+    obsolete: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for SegmentReader {
+    fn drop(&mut self) {
+        if self.obsolete.load(std::sync::atomic::Ordering::SeqCst) {
+            // Not fsynced: after a crash the file is unreferenced, and open removes it.
+            if let Err(e) = std::fs::remove_file(&self.path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot remove an obsolete segment file");
+            }
+        }
+    }
 }
 
 /// Which rows of a series a scan wants.
@@ -347,7 +484,42 @@ impl SegmentReader {
         let footer = Footer::decode(fbytes)
             .map_err(|e| corrupt(footer_offset + e.offset as u64, format!("footer: {}", e.detail)))?;
         let by_name = footer.columns.iter().enumerate().map(|(i, (n, _))| (n.clone(), i as u32)).collect();
-        Ok(SegmentReader { path: path.to_path_buf(), map, footer, by_name })
+        Ok(SegmentReader {
+            path: path.to_path_buf(),
+            map,
+            footer,
+            by_name,
+            obsolete: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the file for removal once the last holder of this reader drops it.
+    pub(crate) fn mark_obsolete(&self) {
+        self.obsolete.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Decodes every chunk of every series, checking every checksum; the
+    /// first damage found is the error.
+    pub(crate) fn verify(&self) -> Result<u64> {
+        let cols: Vec<(usize, String, ColumnKind)> =
+            self.footer.columns.iter().enumerate().map(|(i, (n, k))| (i, n.clone(), *k)).collect();
+        let wanted: Vec<(usize, &str, ColumnKind)> =
+            cols.iter().filter(|(_, _, k)| *k != ColumnKind::Tag).map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
+        let mut rows = 0u64;
+        for id in 0..self.footer.series.len() as u32 {
+            rows += self.read_series(id, &wanted, cols.len(), TimeRange::ALL)?.times.len() as u64;
+        }
+        Ok(rows)
+    }
+
+    /// True if some series matching `predicates` has rows in `range`
+    /// (by the footer's bounds: it may still have none there).
+    pub(crate) fn may_hold(&self, predicates: &[(String, Vec<String>)], range: TimeRange) -> bool {
+        range.overlaps(self.footer.min_time, self.footer.max_time)
+            && self
+                .matching_series(predicates)
+                .into_iter()
+                .any(|id| self.footer.series.get(id as usize).is_some_and(|s| range.overlaps(s.min_time, s.max_time)))
     }
 
     pub(crate) fn footer(&self) -> &Footer {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fs::{Backend, DurableFile};
 use crate::{Error, Result};
-use format::{FRAME_LEN, HEADER_LEN, MAX_PAYLOAD, TableWrite};
+use format::{FRAME_LEN, HEADER_LEN, MAX_PAYLOAD, WalEntry};
 
 /// The appending end of the log. Owned by the commit leader.
 #[derive(Debug)]
@@ -145,7 +145,7 @@ pub(crate) fn replay(
     dir: &Path,
     backend: &Backend,
     mode: ReplayMode,
-    mut apply: impl FnMut(u64, TableWrite) -> Result<()>,
+    mut apply: impl FnMut(u64, WalEntry) -> Result<()>,
 ) -> Result<ReplayReport> {
     let files = list_files(dir)?;
     let mut report = ReplayReport::default();
@@ -197,7 +197,7 @@ enum FileEnd {
 fn scan_file(
     path: &Path,
     data: &[u8],
-    apply: &mut impl FnMut(u64, TableWrite) -> Result<()>,
+    apply: &mut impl FnMut(u64, WalEntry) -> Result<()>,
     report: &mut ReplayReport,
 ) -> Result<FileEnd> {
     if data.len() < HEADER_LEN {
@@ -284,6 +284,7 @@ mod tests {
     use crate::batch::{BatchColumn, Column, Values};
     use crate::fs::StdBackend;
     use crate::schema::{ColumnKind, FieldType};
+    use crate::wal::format::TableWrite;
     use std::sync::Arc;
 
     fn write(i: i64) -> TableWrite {
@@ -317,7 +318,7 @@ mod tests {
         let backend: Backend = Arc::new(StdBackend);
         let mut seqs = Vec::new();
         let report = replay(dir, &backend, ReplayMode::Strict, |seq, w| {
-            assert_eq!(w, write(seq as i64));
+            assert_eq!(w, WalEntry::Write(write(seq as i64)));
             seqs.push(seq);
             Ok(())
         })?;

@@ -10,6 +10,10 @@
 //! column = name str | kind u8 (0 tag, 1 f64, 2 i64, 3 u64, 4 bool, 5 string)
 //!     | validity u8 (0 all valid, 1 bitmap follows) | [bitmap ⌈rows/8⌉ bytes, LSB first]
 //!     | values: f64/i64/u64 as 8 bytes × rows; bool as bitmap; string as (str) × rows
+//! payload (kind 2, delete; version 2) =
+//!     kind u8 = 2 | seq u64 | database str | table str | ntags varint
+//!     | (tag str | nvalues varint | value str × nvalues) × ntags
+//!     | start i64 | end i64 | requested_at i64 | rows_matched u64
 //! str    = len varint | UTF-8 bytes
 //! ```
 
@@ -19,8 +23,9 @@ use crate::schema::ColumnKind;
 
 /// First bytes of every WAL file.
 pub(crate) const MAGIC: [u8; 8] = *b"TMKWAL\0\0";
-/// The version this build writes.
-pub(crate) const VERSION: u16 = 1;
+/// The version this build writes. Version 2 added delete records (kind 2);
+/// version 1 files read unchanged.
+pub(crate) const VERSION: u16 = 2;
 /// The oldest version this build reads.
 pub(crate) const OLDEST_VERSION: u16 = 1;
 /// Bytes of the file header.
@@ -31,6 +36,7 @@ pub(crate) const FRAME_LEN: usize = 8;
 pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
 
 const KIND_WRITE: u8 = 1;
+const KIND_DELETE: u8 = 2;
 
 /// The file header's magic and versions, checked by [`crate::bytes::FileHeader`].
 pub(crate) const HEADER: crate::bytes::FileHeader =
@@ -51,6 +57,61 @@ pub(crate) struct TableWrite {
     pub(crate) table: String,
     pub(crate) times: Vec<i64>,
     pub(crate) columns: Vec<BatchColumn>,
+}
+
+/// One logged operation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WalEntry {
+    Write(TableWrite),
+    /// A delete; its `seq` is the record's.
+    Delete(crate::delete::Tombstone),
+}
+
+/// Appends a framed record for `entry` with sequence number `seq` to `out`.
+pub(crate) fn encode_entry(seq: u64, entry: &WalEntry, out: &mut Vec<u8>) {
+    match entry {
+        WalEntry::Write(w) => encode_record(seq, w, out),
+        WalEntry::Delete(t) => encode_delete(seq, t, out),
+    }
+}
+
+/// About the bytes `encode_entry` writes.
+pub(crate) fn entry_len_estimate(entry: &WalEntry) -> usize {
+    match entry {
+        WalEntry::Write(w) => encoded_len_estimate(w),
+        WalEntry::Delete(t) => {
+            let tags: usize =
+                t.tags.iter().map(|(k, v)| k.len() + 10 + v.iter().map(|x| x.len() + 5).sum::<usize>()).sum();
+            FRAME_LEN + 64 + t.database.len() + t.table.len() + tags
+        }
+    }
+}
+
+fn finish_frame(out: &mut [u8], start: usize) {
+    let payload_len = out.len() - start - FRAME_LEN;
+    let crc = crc32c::crc32c(&out[start + FRAME_LEN..]);
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_delete(seq: u64, t: &crate::delete::Tombstone, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_LEN]);
+    out.put_u8(KIND_DELETE);
+    out.put_u64(seq);
+    out.put_str(&t.database);
+    out.put_str(&t.table);
+    out.put_varint(t.tags.len() as u64);
+    for (tag, values) in &t.tags {
+        out.put_str(tag);
+        out.put_varint(values.len() as u64);
+        values.iter().for_each(|v| out.put_str(v));
+    }
+    out.put_i64(t.start);
+    out.put_i64(t.end);
+    out.put_i64(t.requested_at);
+    out.put_u64(t.rows_matched);
+    finish_frame(out, start);
 }
 
 /// Appends a framed record for `write` with sequence number `seq` to `out`.
@@ -84,10 +145,7 @@ pub(crate) fn encode_record(seq: u64, write: &TableWrite, out: &mut Vec<u8>) {
             Values::Str(v) => v.iter().for_each(|x| out.put_str(x)),
         }
     }
-    let payload_len = out.len() - start - FRAME_LEN;
-    let crc = crc32c::crc32c(&out[start + FRAME_LEN..]);
-    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    finish_frame(out, start);
 }
 
 /// About the bytes `encode_record` writes for `write`: for the size limit and to allocate once.
@@ -123,13 +181,43 @@ pub(crate) fn read_bitmap(r: &mut Reader<'_>, n: usize, what: &str) -> ReadResul
     Ok((0..n).map(|i| bytes.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)).collect())
 }
 
-/// Decodes a record payload (already checksummed) into its sequence number and rows.
-pub(crate) fn decode_payload(payload: &[u8]) -> ReadResult<(u64, TableWrite)> {
+/// Decodes a record payload (already checksummed) into its sequence number and entry.
+pub(crate) fn decode_payload(payload: &[u8]) -> ReadResult<(u64, WalEntry)> {
     let mut r = Reader::new(payload);
     let kind = r.u8("record kind")?;
-    if kind != KIND_WRITE {
-        return Err(r.error(format!("unknown record kind {kind}")));
+    match kind {
+        KIND_WRITE => decode_write(r).map(|(seq, w)| (seq, WalEntry::Write(w))),
+        KIND_DELETE => decode_delete(r).map(|t| (t.seq, WalEntry::Delete(t))),
+        _ => Err(r.error(format!("unknown record kind {kind}"))),
     }
+}
+
+fn decode_delete(mut r: Reader<'_>) -> ReadResult<crate::delete::Tombstone> {
+    let seq = r.u64("sequence number")?;
+    let database = r.str("database name")?.to_string();
+    let table = r.str("table name")?.to_string();
+    let ntags = r.len(r.remaining(), "tag count")?;
+    let mut tags = Vec::with_capacity(ntags.min(64));
+    for _ in 0..ntags {
+        let tag = r.str("tag name")?.to_string();
+        let n = r.len(r.remaining(), "value count")?;
+        let mut values = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            values.push(r.str("tag value")?.to_string());
+        }
+        tags.push((tag, values));
+    }
+    let start = r.i64("start time")?;
+    let end = r.i64("end time")?;
+    let requested_at = r.i64("request time")?;
+    let rows_matched = r.u64("matched rows")?;
+    if r.remaining() != 0 {
+        return Err(r.error(format!("{} unexpected bytes after the record", r.remaining())));
+    }
+    Ok(crate::delete::Tombstone { seq, database, table, tags, start, end, requested_at, rows_matched, purged_at: None })
+}
+
+fn decode_write(mut r: Reader<'_>) -> ReadResult<(u64, TableWrite)> {
     let seq = r.u64("sequence number")?;
     let database = r.str("database name")?.to_string();
     let table = r.str("table name")?.to_string();
@@ -232,12 +320,29 @@ mod tests {
         assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), crc32c::crc32c(&out[8..]));
         let (seq, back) = decode_payload(&out[8..]).unwrap();
         assert_eq!(seq, 42);
+        let WalEntry::Write(back) = back else { panic!("not a write") };
         assert_eq!(back.times, w.times);
         assert_eq!(back.columns.len(), 3);
         let Values::F64(v) = &back.columns[1].data.values else { panic!() };
         assert_eq!(v[0].to_bits(), f64::NAN.to_bits());
         assert_eq!(v[1].to_bits(), (-0.0f64).to_bits());
         assert_eq!(back.columns[0].data.valid, vec![true, false, true]);
+    }
+
+    #[test]
+    fn delete_record_roundtrip() {
+        let req = crate::delete::DeleteRequest::new("t").filter_tag("device", ["a", "b"]).time_range(-5, 99);
+        let t = crate::delete::Tombstone::from_request(7, "db", &req, 12);
+        let mut out = Vec::new();
+        encode_entry(7, &WalEntry::Delete(t.clone()), &mut out);
+        assert!(out.len() <= entry_len_estimate(&WalEntry::Delete(t.clone())));
+        let (seq, back) = decode_payload(&out[FRAME_LEN..]).unwrap();
+        assert_eq!(seq, 7);
+        assert_eq!(back, WalEntry::Delete(t));
+        // Every truncation is an error, never a panic.
+        for n in 0..out.len() - FRAME_LEN {
+            assert!(decode_payload(&out[FRAME_LEN..FRAME_LEN + n]).is_err());
+        }
     }
 
     proptest::proptest! {

@@ -1,0 +1,47 @@
+//! Named failpoints for crash tests (feature `failpoints`).
+//!
+//! With the feature on, `TELEMARK_FAILPOINT=<name>` in the environment makes
+//! the process abort (as abruptly as `SIGKILL`: no destructors, no buffered
+//! writes) the first time it reaches the point of that name, so a test can
+//! crash a real process at every step of a flush, compaction, retention drop
+//! or delete purge and check what reopening finds. Without the feature,
+//! [`hit`] is an empty inline function.
+//!
+//! The points, in the order a job reaches them:
+//!
+//! | name | reached |
+//! |---|---|
+//! | `flush.segments_written` | a flush's segment files are durable, the manifest is not stored |
+//! | `flush.manifest_stored` | the manifest lists them, the WAL is not trimmed |
+//! | `compaction.output_written` | a compaction output is durable, the manifest is not swapped |
+//! | `compaction.manifest_swapped` | the manifest lists the output, the inputs are not deleted |
+//! | `compaction.inputs_deleted` | the inputs are unlinked |
+//! | `retention.manifest_swapped` | expired files left the manifest, not the disk |
+//! | `delete.logged` | a delete is durable in the WAL and applied, not yet acknowledged |
+
+/// Every failpoint name, for tests that crash at each.
+pub const NAMES: &[&str] = &[
+    "flush.segments_written",
+    "flush.manifest_stored",
+    "compaction.output_written",
+    "compaction.manifest_swapped",
+    "compaction.inputs_deleted",
+    "retention.manifest_swapped",
+    "delete.logged",
+];
+
+/// Aborts the process if `TELEMARK_FAILPOINT` names this point.
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("TELEMARK_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Failpoints are compiled out without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
