@@ -32,6 +32,7 @@
 
 mod catalog;
 mod convert;
+mod delete;
 mod functions;
 mod table;
 
@@ -153,7 +154,8 @@ impl QueryEngine {
         Self::plan(&self.context(database), sql).await
     }
 
-    /// Plans `sql` in `ctx`, accepting queries, `EXPLAIN` and `INSERT INTO` only.
+    /// Plans `sql` in `ctx`, accepting queries, `EXPLAIN`, `INSERT INTO` and
+    /// `DELETE FROM … WHERE <tag conditions> [AND <time range>]` only.
     /// DDL (`CREATE EXTERNAL TABLE` would read server files), `COPY … TO`
     /// (would write them) and `SET`-style statements are refused: schemas
     /// grow on write, and sessions are not configurable by clients.

@@ -240,6 +240,62 @@ impl TableProvider for TelemarkTable {
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
+
+    async fn delete_from(&self, _state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
+        if !self.writable {
+            return Err(DataFusionError::Plan(format!(
+                "permission denied: this token may not write database `{}` (DELETE needs write access)",
+                self.database
+            )));
+        }
+        if filters.is_empty() {
+            // Also what DataFusion leaves of a WHERE that is always true or always false.
+            return Err(DataFusionError::Plan(format!(
+                "DELETE needs a WHERE naming the rows of {}.{} (none is left here, or it is always true or false): \
+                 WHERE <tag> = '…' or <tag> IN (…), optionally AND time >= … AND time < …",
+                self.database, self.table
+            )));
+        }
+        let mut req = crate::DeleteRequest::new(&self.table);
+        for f in &filters {
+            let pushed = self.classify(f).filter(|p| !p.iter().any(|x| matches!(x, Pushed::Present(_))));
+            let Some(pushed) = pushed else {
+                let field = f.column_refs().into_iter().find_map(|c| {
+                    let def = self.schema.id_of(&c.name).and_then(|i| self.schema.column(i))?;
+                    (def.kind != ColumnKind::Tag).then(|| format!("`{}` is a {}", c.name, def.kind))
+                });
+                return Err(DataFusionError::Plan(match field {
+                    Some(what) => format!(
+                        "DELETE selects rows by tags and time only; {what}, so `{f}` cannot choose rows to delete"
+                    ),
+                    None => format!(
+                        "DELETE supports conditions on tags (= or IN) and on time (>=, >, <, <=, =, BETWEEN) \
+                         joined by AND; `{f}` is not one"
+                    ),
+                }));
+            };
+            for p in pushed {
+                match p {
+                    Pushed::From(t) => req.start = Some(req.start.map_or(t, |s| s.max(t))),
+                    Pushed::Until(t) => req.end = Some(req.end.map_or(t, |e| e.min(t))),
+                    Pushed::Present(_) => {}
+                    Pushed::Tag(tag, values) => {
+                        if let Some(f) = req.tag_filters.iter_mut().find(|f| f.tag == tag) {
+                            f.values.retain(|v| values.contains(v));
+                        } else {
+                            req = req.filter_tag(tag, values);
+                        }
+                    }
+                }
+            }
+        }
+        // Contradictory conditions (`d = 'a' AND d = 'b'`, an empty time range) delete nothing.
+        let empty_range = matches!((req.start, req.end), (Some(s), Some(e)) if s >= e);
+        if empty_range || req.tag_filters.iter().any(|f| f.values.is_empty()) {
+            return Ok(Arc::new(super::delete::DeleteExec::nothing()));
+        }
+        Ok(Arc::new(super::delete::DeleteExec::new(self.db.clone(), self.database.clone(), req)))
+    }
 }
 
 /// Reads a Telemark table with time range, tag filters, projection and limit pushed down.
