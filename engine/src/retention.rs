@@ -106,10 +106,10 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Ok(Duration::from_secs(total))
 }
 
-/// Writes a duration with the largest exact unit (`"30d"`, `"90m"`).
+/// Writes a duration with the largest exact unit of d, h, m, s (`"30d"`, `"90m"`).
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
-    for (unit, len) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60)] {
         if s > 0 && s.is_multiple_of(len) {
             return format!("{}{unit}", s / len);
         }
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(parse_duration("1d12h").unwrap(), Duration::from_secs(36 * 3600));
         assert_eq!(parse_duration(" 90m ").unwrap(), Duration::from_secs(5400));
         assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
-        assert_eq!(format_duration(Duration::from_secs(14 * 86_400)), "2w");
+        assert_eq!(format_duration(Duration::from_secs(14 * 86_400)), "14d");
         assert_eq!(format_duration(Duration::from_secs(36 * 3600)), "36h");
         assert_eq!(format_duration(Duration::from_secs(61)), "61s");
         for bad in ["", "30", "d", "30x", "0s", "99999999999999999999d", "-1d"] {

@@ -32,6 +32,59 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// The MQTT listener, topic rules and broker bridges.
     pub mqtt: MqttConfig,
+    /// Background compaction and retention passes.
+    pub compaction: CompactionConfig,
+    /// Retention rules, applied at every start (rules set over HTTP are kept
+    /// in the data directory too; a rule here wins for its database/table).
+    pub retention: Vec<RetentionConfig>,
+}
+
+/// Compaction settings (see `telemark_engine::CompactionOptions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Run compaction and retention in the background.
+    pub background: bool,
+    /// Seconds between background passes.
+    pub interval_secs: u64,
+    /// Merge a time partition in the background once it has this many files.
+    pub min_files: usize,
+    /// Most input files per compaction job.
+    pub max_input_files: usize,
+    /// Most input bytes per job (the output is at most about as large).
+    pub max_input_bytes: u64,
+    /// Read plus written bytes per second a job may use; 0 = unlimited.
+    pub bytes_per_second: u64,
+    /// Start a job only with its input size plus this many bytes free on disk.
+    pub min_free_bytes: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        let o = telemark_engine::CompactionOptions::default();
+        CompactionConfig {
+            background: o.background,
+            interval_secs: o.interval.as_secs(),
+            min_files: o.min_files,
+            max_input_files: o.max_input_files,
+            max_input_bytes: o.max_input_bytes,
+            bytes_per_second: o.bytes_per_second,
+            min_free_bytes: o.min_free_bytes,
+        }
+    }
+}
+
+/// How long rows of a database (or one of its tables) are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Database.
+    pub database: String,
+    /// Table; absent = every table of the database without a rule of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// How long, e.g. "30d", "12h", "1w".
+    pub keep: String,
 }
 
 /// The MQTT listener, topic rules and bridges.
@@ -129,6 +182,9 @@ pub struct StorageConfig {
     pub partition_secs: u64,
     /// Start a new WAL file past this size.
     pub wal_file_bytes: u64,
+    /// Writers wait while the write buffer (with buffers being flushed)
+    /// holds about this many bytes: backpressure instead of unbounded memory.
+    pub max_buffer_memory: usize,
 }
 
 /// Certificate and key files (PEM).
@@ -173,6 +229,8 @@ impl Default for Config {
             tls: None,
             tokens: Vec::new(),
             mqtt: MqttConfig::default(),
+            compaction: CompactionConfig::default(),
+            retention: Vec::new(),
         }
     }
 }
@@ -186,6 +244,7 @@ impl Default for StorageConfig {
             max_buffer_age_secs: o.max_buffer_age.as_secs(),
             partition_secs: o.partition_duration.as_secs(),
             wal_file_bytes: o.wal_file_bytes,
+            max_buffer_memory: o.max_buffer_memory,
         }
     }
 }
@@ -210,8 +269,33 @@ impl Config {
             max_buffer_age: Duration::from_secs(self.storage.max_buffer_age_secs.max(1)),
             partition_duration: Duration::from_secs(self.storage.partition_secs.max(1)),
             wal_file_bytes: self.storage.wal_file_bytes,
+            max_buffer_memory: self.storage.max_buffer_memory.max(1 << 20),
+            compaction: telemark_engine::CompactionOptions {
+                background: self.compaction.background,
+                interval: Duration::from_secs(self.compaction.interval_secs.max(1)),
+                min_files: self.compaction.min_files.max(2),
+                max_input_files: self.compaction.max_input_files.max(2),
+                max_input_bytes: self.compaction.max_input_bytes,
+                bytes_per_second: self.compaction.bytes_per_second,
+                min_free_bytes: self.compaction.min_free_bytes,
+            },
             ..telemark_engine::Options::default()
         })
+    }
+
+    /// The `[[retention]]` rules, parsed: (database, table, keep).
+    pub fn retention_rules(&self) -> Result<Vec<(String, Option<String>, Duration)>, String> {
+        self.retention
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                telemark_engine::validate_database_name(&r.database)
+                    .map_err(|e| format!("retention rule {} : {e}", i + 1))?;
+                let keep = telemark_engine::parse_duration(&r.keep)
+                    .map_err(|e| format!("retention rule {} (database {:?}): {e}", i + 1, r.database))?;
+                Ok((r.database.clone(), r.table.clone(), keep))
+            })
+            .collect()
     }
 
     /// Refuses to expose an unauthenticated server beyond loopback.
@@ -274,6 +358,20 @@ mod tests {
         let text = include_str!("../telemark.example.toml");
         let c: Config = toml::from_str(text).unwrap();
         assert_eq!(c.to_toml(), Config::default().to_toml(), "telemark.example.toml drifted from the defaults");
+    }
+
+    #[test]
+    fn retention_rules_parse_and_bad_durations_are_named() {
+        let c: Config = toml::from_str(
+            "[[retention]]\ndatabase = \"fleet\"\nkeep = \"30d\"\n[[retention]]\ndatabase = \"fleet\"\ntable = \"diag\"\nkeep = \"12h\"",
+        )
+        .unwrap();
+        let rules = c.retention_rules().unwrap();
+        assert_eq!(rules[0], ("fleet".into(), None, Duration::from_secs(30 * 86_400)));
+        assert_eq!(rules[1].1.as_deref(), Some("diag"));
+        let c: Config = toml::from_str("[[retention]]\ndatabase = \"fleet\"\nkeep = \"30x\"").unwrap();
+        let e = c.retention_rules().unwrap_err();
+        assert!(e.contains("retention rule 1") && e.contains("30x"), "{e}");
     }
 
     #[test]

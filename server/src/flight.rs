@@ -22,8 +22,8 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery, DoPutPreparedStatementResult,
-    ProstMessageExt, SqlInfo, SqlSupportedTransaction, TicketStatementQuery,
+    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, SqlSupportedTransaction, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
@@ -449,6 +449,30 @@ impl FlightSqlService for TelemarkFlightSql {
             map.remove(query.prepared_statement_handle.as_ref());
         }
         Ok(())
+    }
+
+    /// `ExecuteUpdate` (ADBC `execute_update`, JDBC `executeUpdate`): runs a
+    /// `DELETE` or `INSERT` and answers the rows it matched or wrote.
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let p = self.principal(request.metadata())?;
+        let db = header_database(request.metadata());
+        let started = Instant::now();
+        let df = self.dataframe(&p, db.as_deref(), &cmd.query, &[]).await?;
+        let batches = df.collect().await.map_err(|e| self.fail(e.into()))?;
+        self.state.metrics.query(started.elapsed());
+        // DML answers one `count` row; anything else counts its rows.
+        let mut affected = 0u64;
+        for b in &batches {
+            match b.column_by_name("count").and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>()) {
+                Some(counts) if b.num_columns() == 1 => affected += counts.iter().flatten().sum::<u64>(),
+                _ => affected += b.num_rows() as u64,
+            }
+        }
+        Ok(i64::try_from(affected).unwrap_or(i64::MAX))
     }
 
     async fn do_put_statement_ingest(

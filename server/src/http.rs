@@ -3,7 +3,9 @@
 //! - `POST /api/v2/write`, `POST /write`: InfluxDB line protocol (see [`crate::write`]);
 //! - `GET|POST /api/v3/query_sql?db=DB&q=SQL&format=json|jsonl|csv|arrow|pretty`
 //!   (POST may send the same fields as a JSON body);
-//! - `GET /api/v3/storage?db=DB`: bytes, values and codecs per column in segment files;
+//! - `GET /api/v3/storage?db=DB`: bytes, values and codecs per column in segment
+//!   files, and segment files per table;
+//! - the lifecycle endpoints under `/api/v3/admin/` (see [`crate::admin`]);
 //! - `GET /health`;
 //! - `GET /metrics` (Prometheus text format).
 //!
@@ -33,6 +35,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/write", post(crate::write::write_v2))
         .route("/write", post(crate::write::write_v1))
         .route("/api/v3/storage", get(storage))
+        .route("/api/v3/admin/compact", post(crate::admin::compact))
+        .route("/api/v3/admin/retention", get(crate::admin::retention_list).put(crate::admin::retention_put))
+        .route("/api/v3/admin/deletes", get(crate::admin::deletes))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -89,6 +94,7 @@ async fn storage(
             "bytes": total_bytes,
             "values": total_values,
             "columns": columns,
+            "tables": crate::admin::tables(&state, &db),
         });
         Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
     })();
@@ -99,7 +105,7 @@ async fn storage(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state.db.stats(), &state.ingest_stats);
+    let text = state.metrics.render(&state.db.stats(), &state.db.partitions(None), &state.ingest_stats);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

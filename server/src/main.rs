@@ -6,6 +6,7 @@
 
 #![allow(unreachable_pub, reason = "a binary crate: `pub` marks each module's interface to the others")]
 
+mod admin;
 mod auth;
 mod config;
 mod errors;

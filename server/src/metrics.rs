@@ -53,7 +53,12 @@ impl Metrics {
     }
 
     /// Renders everything, with the engine's counters.
-    pub fn render(&self, db: &DatabaseStats, ingest: &telemark_ingest::stats::IngestStats) -> String {
+    pub fn render(
+        &self,
+        db: &DatabaseStats,
+        partitions: &[telemark_engine::PartitionFiles],
+        ingest: &telemark_ingest::stats::IngestStats,
+    ) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -113,6 +118,66 @@ impl Metrics {
         metric("telemark_segments", "gauge", "Segment files.", &one(db.segments as u64));
         metric("telemark_segment_bytes", "gauge", "Bytes of segment files.", &one(db.segment_bytes));
         metric("telemark_flushes_total", "counter", "Write buffer flushes.", &one(db.flushes));
+        metric("telemark_compactions_total", "counter", "Compaction jobs finished.", &one(db.compactions));
+        metric(
+            "telemark_compaction_failures_total",
+            "counter",
+            "Compaction jobs that failed (their files stay as they were).",
+            &one(db.compaction_failures),
+        );
+        metric(
+            "telemark_compaction_bytes_total",
+            "counter",
+            "Bytes of segment files read and written by compaction.",
+            &[
+                ("{direction=\"read\"}".into(), db.compaction_bytes_read.to_string()),
+                ("{direction=\"written\"}".into(), db.compaction_bytes_written.to_string()),
+            ],
+        );
+        metric(
+            "telemark_compaction_seconds_total",
+            "counter",
+            "Time spent in compaction jobs.",
+            &[(String::new(), format!("{}", db.compaction_nanos as f64 / 1e9))],
+        );
+        metric("telemark_partitions", "gauge", "Time partitions with segment files.", &one(partitions.len() as u64));
+        metric(
+            "telemark_partition_files_max",
+            "gauge",
+            "Most segment files in one time partition.",
+            &one(partitions.iter().map(|p| p.files as u64).max().unwrap_or(0)),
+        );
+        metric(
+            "telemark_retention_files_dropped_total",
+            "counter",
+            "Segment files dropped by retention.",
+            &one(db.retention_files_dropped),
+        );
+        metric(
+            "telemark_retention_rows_refused_total",
+            "counter",
+            "Rows refused on write because they were older than retention.",
+            &one(db.retention_rows_refused),
+        );
+        metric("telemark_deletes_total", "counter", "Deletes logged.", &one(db.deletes));
+        metric(
+            "telemark_deletes_pending",
+            "gauge",
+            "Deletes whose rows are still in some segment file (hidden from queries).",
+            &one(db.deletes_pending as u64),
+        );
+        metric(
+            "telemark_write_stalls_total",
+            "counter",
+            "Writes that waited for the write buffer to drain (backpressure).",
+            &one(db.write_stalls),
+        );
+        metric(
+            "telemark_write_stall_seconds_total",
+            "counter",
+            "Time writers waited for the write buffer to drain.",
+            &[(String::new(), format!("{}", db.write_stall_nanos as f64 / 1e9))],
+        );
         let errors = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lines: Vec<_> =
             errors.iter().map(|((i, k), v)| (format!("{{interface=\"{i}\",kind=\"{k}\"}}"), v.to_string())).collect();

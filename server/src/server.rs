@@ -45,6 +45,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!(data_dir = %config.data_dir.display(), segments = report.segments, replayed = report.wal_records_replayed, "database open");
     let db = Arc::new(db);
+    for (database, table, keep) in config.retention_rules()? {
+        let engine = db.clone();
+        tokio::task::spawn_blocking(move || engine.set_retention(&database, table.as_deref(), Some(keep)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("applying the [[retention]] rules: {e}"))?;
+    }
     let state = Arc::new(AppState {
         engine: QueryEngine::new(db.clone()),
         db: db.clone(),
