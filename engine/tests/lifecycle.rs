@@ -430,3 +430,125 @@ fn writers_wait_instead_of_the_buffer_growing_when_flushing_is_slow() {
     let n: usize = db.scan(&ScanRequest::new("db", "m")).unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(n, 300_000, "every acknowledged row is there");
 }
+
+#[test]
+fn flush_compaction_delete_retention_and_queries_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(
+        Database::open(
+            dir.path(),
+            Options {
+                durability: telemark_engine::Durability::Buffered,
+                background_flush: true,
+                max_buffer_bytes: 64 << 10,
+                partition_duration: Duration::from_secs(3600),
+                compaction: CompactionOptions {
+                    background: true,
+                    interval: Duration::from_millis(30),
+                    min_files: 2,
+                    ..CompactionOptions::default()
+                },
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    db.set_retention("db", None, Some(Duration::from_secs(30 * 86_400))).unwrap();
+    let base = now() - 6 * HOUR;
+    let stop = Arc::new(AtomicBool::new(false));
+    // device -> times acknowledged (and not deleted)
+    let acked: Arc<std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<i64>>>> = Arc::default();
+    let mut threads = Vec::new();
+    for w in 0..2 {
+        let (db, stop, acked) = (db.clone(), stop.clone(), acked.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let device = format!("w{w}-d{}", i % 4);
+                let pts: Vec<(i64, f64)> =
+                    (0..50).map(|k| (base + (i * 50 + k) * 1_000_000, (i * 50 + k) as f64)).collect();
+                let mut b = WriteBatch::new("m");
+                for (t, v) in &pts {
+                    b.row(*t).tag("device", device.as_str()).field("v", *v);
+                }
+                // One old row per batch: refused by retention, the rest lands.
+                b.row(base - 40 * DAY).tag("device", device.as_str()).field("v", -1.0);
+                let out = db.write("db", &b).unwrap();
+                assert_eq!(out.rows_written, 50);
+                assert_eq!(out.rejected.len(), 1);
+                acked.lock().unwrap().entry(device).or_default().extend(pts.iter().map(|p| p.0));
+                i += 1;
+            }
+        }));
+    }
+    // Writes a window, then deletes its first half, window after window.
+    {
+        let (db, stop, acked) = (db.clone(), stop.clone(), acked.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut k = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let start = base + HOUR + k * 1_000_000_000;
+                let pts: Vec<(i64, f64)> = (0..20).map(|j| (start + j * 10_000_000, j as f64)).collect();
+                let mut b = WriteBatch::new("m");
+                for (t, v) in &pts {
+                    b.row(*t).tag("device", "victim").field("v", *v);
+                }
+                let _ = db.write("db", &b).unwrap();
+                let del =
+                    DeleteRequest::new("m").filter_tag("device", ["victim"]).time_range(start, start + 100_000_000);
+                assert_eq!(db.delete("db", &del).unwrap().rows_matched, 10);
+                acked.lock().unwrap().entry("victim".into()).or_default().extend(pts[10..].iter().map(|p| p.0));
+                k += 1;
+            }
+        }));
+    }
+    {
+        let (db, stop) = (db.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let r = db.compact().unwrap();
+                assert!(r.failures.is_empty(), "{r:?}");
+                db.enforce_retention().unwrap();
+            }
+        }));
+    }
+    // Readers: every scan succeeds, returns no row twice, and holds every row acknowledged before it started.
+    for _ in 0..2 {
+        let (db, stop, acked) = (db.clone(), stop.clone(), acked.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let before = acked.lock().unwrap().clone();
+                let got = rows(&db, "m");
+                for (device, times) in &before {
+                    for t in times {
+                        assert!(got.contains_key(&(device.clone(), *t)), "acknowledged row {device}@{t} missing");
+                    }
+                }
+                assert!(got.keys().all(|(_, t)| *t >= base - HOUR), "an expired row is visible");
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let expect: BTreeMap<String, std::collections::BTreeSet<i64>> = acked.lock().unwrap().clone();
+    let check = |db: &Database| {
+        let got = rows(db, "m");
+        let got_keys: BTreeMap<String, std::collections::BTreeSet<i64>> =
+            got.keys().fold(BTreeMap::new(), |mut m, (d, t)| {
+                m.entry(d.clone()).or_default().insert(*t);
+                m
+            });
+        assert_eq!(got_keys, expect);
+    };
+    check(&db);
+    let stats = db.stats();
+    assert!(stats.compactions > 0 && stats.flushes > 1 && stats.deletes > 0, "{stats:?}");
+    drop(db);
+    let db = Database::open(dir.path(), options()).unwrap();
+    check(&db);
+    let v = db.verify().unwrap();
+    assert!(v.unreferenced.is_empty(), "{v:?}");
+}
