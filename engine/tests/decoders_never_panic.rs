@@ -24,6 +24,10 @@ fn valid_files() -> (Vec<u8>, Vec<u8>) {
             .field("s", ["x", "y", "z"][i as usize % 3]);
     }
     let _ = db.write("db", &b).unwrap();
+    // A delete record (WAL version 2) among the writes.
+    let del = telemark_engine::DeleteRequest::new("m").filter_tag("device", ["d1", "d2"]).time_range(0, 20_000);
+    let _ = db.delete("db", &del).unwrap();
+    let _ = db.write("db", &b).unwrap();
     let wal_file = std::fs::read_dir(dir.path().join("wal")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
     let wal = std::fs::read(wal_file).unwrap();
     db.flush().unwrap();
