@@ -9,6 +9,13 @@
 //! dictionary + zstd strings), a checksummed manifest, and a scan API that
 //! yields Arrow record batches.
 //!
+//! It keeps itself in bounds: background [`compaction`] merges a time
+//! partition's files series by series (last write wins, crash-safe),
+//! [`retention`] hides, refuses and drops rows older than a table's keep
+//! period by the wall clock, [`Database::delete`] removes a device's rows
+//! at once (compaction then purges them from disk), and writers wait when
+//! flushing falls behind ([`Options::max_buffer_memory`]).
+//!
 //! It is not: a network server, a SQL engine or a protocol parser. Those
 //! live in `telemark-server` and `telemark-ingest`, which build on this
 //! crate; nothing here knows of HTTP, MQTT or gRPC.
