@@ -830,6 +830,30 @@ impl Inner {
             errors.entry(row).or_insert(RowError { row, column: Some(column.to_string()), message });
         };
         let table = &batch.table;
+        // Rows past retention first: a refused row must not add columns (or the table).
+        let cutoff = crate::retention::cutoff(&read(&self.retention), database, table, crate::delete::now_nanos());
+        if cutoff > i64::MIN {
+            let keep = crate::retention::rule_for(&read(&self.retention), database, table).map(|r| r.keep_text());
+            for (row, t) in batch.times.iter().enumerate() {
+                if *t < cutoff {
+                    self.counters.retention_rows_refused.fetch_add(1, Ordering::Relaxed);
+                    errors.insert(row, RowError {
+                        row,
+                        column: Some(crate::schema::TIME_COLUMN.to_string()),
+                        message: format!(
+                            "database `{database}`, table `{table}`: time {t} is older than the retention period ({}): \
+                             rows before {cutoff} (ns) are expired",
+                            keep.as_deref().unwrap_or("?")
+                        ),
+                    });
+                }
+            }
+        }
+        if n > 0 && errors.len() >= n {
+            let rejected = errors.into_values().collect();
+            return Ok((None, WriteOutcome { rows_written: 0, fields_written: 0, rejected }));
+        }
+        let expired = errors.clone();
         let needs_new = {
             let cat = read(&self.catalog);
             // A new table is created even for rows without columns: the logged
@@ -842,8 +866,17 @@ impl Inner {
         // Rejects conflicting rows; returns the columns the table does not have yet.
         let mut check = |schema: &TableSchema| -> Vec<(&str, ColumnKind)> {
             let mut new_columns = Vec::new();
-            // The first column of each name in the batch; later ones are other kinds of values for it.
-            let mut first_of: HashMap<&str, ColumnKind> = HashMap::new();
+            // The kind of each name's first value in a row not refused by retention; values of
+            // other kinds for it are conflicts.
+            let mut first_of: HashMap<&str, (usize, ColumnKind)> = HashMap::new();
+            for c in &batch.columns {
+                if let Some(r) = (0..n).find(|&r| c.data.is_valid(r) && !expired.contains_key(&r)) {
+                    let e = first_of.entry(c.name.as_str()).or_insert((r, c.kind));
+                    if r < e.0 {
+                        *e = (r, c.kind);
+                    }
+                }
+            }
             for c in &batch.columns {
                 let rows_with_value = || (0..n).filter(|&r| c.data.is_valid(r));
                 if let Err(e) = validate_name("column", &c.name) {
@@ -851,7 +884,8 @@ impl Inner {
                     rows_with_value().for_each(|r| reject(&mut errors, r, &c.name, msg.clone()));
                     continue;
                 }
-                let first = *first_of.entry(c.name.as_str()).or_insert(c.kind);
+                // Every row with a value here is refused by retention already.
+                let Some(&(_, first)) = first_of.get(c.name.as_str()) else { continue };
                 match schema.id_of(&c.name).and_then(|id| schema.column(id)) {
                     None if first != c.kind => {
                         let msg = format!(
@@ -894,24 +928,6 @@ impl Inner {
             let cat = read(&self.catalog);
             let empty = TableSchema::default();
             check(cat.get(database).and_then(|t| t.get(table)).unwrap_or(&empty));
-        }
-        let cutoff = crate::retention::cutoff(&read(&self.retention), database, table, crate::delete::now_nanos());
-        if cutoff > i64::MIN {
-            let keep = crate::retention::rule_for(&read(&self.retention), database, table).map(|r| r.keep_text());
-            for (row, t) in batch.times.iter().enumerate() {
-                if *t < cutoff && !errors.contains_key(&row) {
-                    self.counters.retention_rows_refused.fetch_add(1, Ordering::Relaxed);
-                    errors.insert(row, RowError {
-                        row,
-                        column: Some(crate::schema::TIME_COLUMN.to_string()),
-                        message: format!(
-                            "database `{database}`, table `{table}`: time {t} is older than the retention period ({}): \
-                             rows before {cutoff} (ns) are expired",
-                            keep.as_deref().unwrap_or("?")
-                        ),
-                    });
-                }
-            }
         }
         let rejected: Vec<RowError> = errors.into_values().collect();
         let mut outcome = WriteOutcome { rows_written: 0, fields_written: 0, rejected };
