@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo test --workspace --all-features --locked
-cargo build -p telemark-server --locked
+# The engine as the tests above built it (`--all-features` turns on its crash-test
+# failpoints, inert unless TELEMARK_FAILPOINT is set), so nothing is compiled twice.
+cargo build -p telemark-server --locked --features telemark-engine/failpoints
 ./scripts/system-deps.sh
 PYTHON="$(./scripts/python-env.sh)"
 TELEMARK_BIN="$PWD/target/debug/telemark" "$PYTHON" -m pytest -q clients/python/tests
