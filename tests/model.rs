@@ -163,11 +163,41 @@ impl Model {
     fn write(&mut self, clock: &Clock, rows: &[Row]) -> WriteExpect {
         // A value must have its column's stored type; for a column the table does
         // not have yet, the type of its first value in the batch.
+        let is_expired = |r: &Row| self.expire_below.is_some_and(|s| r.slot < s);
+        // As the engine sees it: the kinds of each name in order of first appearance in the
+        // batch (its sub-columns), and per name the kind of the first value in a row that
+        // retention does not refuse (within one row, the kind that appeared first in the batch).
+        let mut order: BTreeMap<String, Vec<std::mem::Discriminant<FieldValue>>> = BTreeMap::new();
+        for r in rows {
+            for (name, v) in &r.fields {
+                let kinds = order.entry(name.clone()).or_default();
+                if !kinds.contains(&std::mem::discriminant(v)) {
+                    kinds.push(std::mem::discriminant(v));
+                }
+            }
+        }
         let mut batch_types: BTreeMap<String, std::mem::Discriminant<FieldValue>> = BTreeMap::new();
+        for r in rows.iter().filter(|r| !is_expired(r)) {
+            for (name, _) in &r.fields {
+                if batch_types.contains_key(name) {
+                    continue;
+                }
+                let kinds = &order[name];
+                let best = r
+                    .fields
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| std::mem::discriminant(v))
+                    .min_by_key(|d| kinds.iter().position(|k| k == d));
+                if let Some(d) = best {
+                    batch_types.insert(name.clone(), d);
+                }
+            }
+        }
         let mut accepted = Vec::new();
         let mut expired = 0;
         for r in rows {
-            if self.expire_below.is_some_and(|s| r.slot < s) {
+            if is_expired(r) {
                 // Refused by retention before anything else: its values set no column type.
                 expired += 1;
                 continue;
@@ -176,7 +206,7 @@ impl Model {
             let mut vals: BTreeMap<String, V> = BTreeMap::new();
             for (name, v) in &r.fields {
                 let d = std::mem::discriminant(v);
-                let first = *batch_types.entry(name.clone()).or_insert(d);
+                let first = batch_types.get(name).copied().unwrap_or(d);
                 let expected = self.types.get(name).copied().unwrap_or(first);
                 if d != expected {
                     ok = false;
