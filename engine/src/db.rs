@@ -75,7 +75,7 @@ pub struct DatabaseStats {
     pub flushes: u64,
     /// Compaction jobs finished since open.
     pub compactions: u64,
-    /// Bytes of segment files read by compaction since open.
+    /// Bytes of segment chunks (series data, not footers) read by compaction since open.
     pub compaction_bytes_read: u64,
     /// Bytes of segment files written by compaction since open.
     pub compaction_bytes_written: u64,

@@ -128,7 +128,7 @@ impl Metrics {
         metric(
             "telemark_compaction_bytes_total",
             "counter",
-            "Bytes of segment files read and written by compaction.",
+            "Bytes of segment chunks read and of segment files written by compaction.",
             &[
                 ("{direction=\"read\"}".into(), db.compaction_bytes_read.to_string()),
                 ("{direction=\"written\"}".into(), db.compaction_bytes_written.to_string()),
