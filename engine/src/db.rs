@@ -661,6 +661,9 @@ impl Database {
 
     /// Current counters.
     pub fn stats(&self) -> DatabaseStats {
+        // The commit queue before the state, never while holding it: a flush's
+        // freeze holds the queue and waits for the state (lock order queue, state).
+        let durable_seq = lock(&self.inner.queue).durable_seq;
         let state = read(&self.inner.state);
         let mut s = DatabaseStats {
             buffered_rows: state.active.rows + state.frozen.iter().map(|f| f.rows).sum::<usize>(),
@@ -672,7 +675,9 @@ impl Database {
             s.segment_bytes += h.entry.bytes;
             s.segment_rows += h.entry.rows;
         }
-        s.durable_seq = lock(&self.inner.queue).durable_seq;
+        s.deletes_pending = state.tombstones.len();
+        drop(state);
+        s.durable_seq = durable_seq;
         let c = &self.inner.counters;
         s.wal_syncs = c.wal_syncs.load(Ordering::Relaxed);
         s.wal_sync_nanos = c.wal_sync_nanos.load(Ordering::Relaxed);
@@ -686,7 +691,6 @@ impl Database {
         s.retention_files_dropped = c.retention_files_dropped.load(Ordering::Relaxed);
         s.retention_rows_refused = c.retention_rows_refused.load(Ordering::Relaxed);
         s.deletes = c.deletes.load(Ordering::Relaxed);
-        s.deletes_pending = state.tombstones.len();
         s.write_stalls = c.write_stalls.load(Ordering::Relaxed);
         s.write_stall_nanos = c.write_stall_nanos.load(Ordering::Relaxed);
         s
