@@ -57,6 +57,8 @@ pub struct DatabaseStats {
     pub buffered_rows: usize,
     /// Approximate bytes in the write buffer.
     pub buffered_bytes: usize,
+    /// The most bytes the write buffer (active and frozen) has held since open.
+    pub buffered_bytes_peak: u64,
     /// Segment files.
     pub segments: usize,
     /// Bytes of segment files.
@@ -114,6 +116,7 @@ pub(crate) struct Counters {
     deletes: AtomicU64,
     write_stalls: AtomicU64,
     write_stall_nanos: AtomicU64,
+    buffered_bytes_peak: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -692,6 +695,7 @@ impl Database {
         s.retention_rows_refused = c.retention_rows_refused.load(Ordering::Relaxed);
         s.deletes = c.deletes.load(Ordering::Relaxed);
         s.write_stalls = c.write_stalls.load(Ordering::Relaxed);
+        s.buffered_bytes_peak = c.buffered_bytes_peak.load(Ordering::Relaxed);
         s.write_stall_nanos = c.write_stall_nanos.load(Ordering::Relaxed);
         s
     }
@@ -1060,6 +1064,8 @@ impl Inner {
             }
             state.applied_seq = p.seq;
         }
+        let held = state.active.bytes + state.frozen.iter().map(|f| f.bytes).sum::<usize>();
+        self.counters.buffered_bytes_peak.fetch_max(held as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -4,8 +4,10 @@
 //! the process abort (as abruptly as `SIGKILL`: no destructors, no buffered
 //! writes) the first time it reaches the point of that name, so a test can
 //! crash a real process at every step of a flush, compaction, retention drop
-//! or delete purge and check what reopening finds. Without the feature,
-//! [`hit`] is an empty inline function.
+//! or delete purge and check what reopening finds. `<name>=sleep:<ms>`
+//! instead makes every pass through the point sleep that long (a slow disk,
+//! for backpressure tests). Without the feature, [`hit`] is an empty inline
+//! function.
 //!
 //! The points, in the order a job reaches them:
 //!
@@ -30,14 +32,25 @@ pub const NAMES: &[&str] = &[
     "delete.logged",
 ];
 
-/// Aborts the process if `TELEMARK_FAILPOINT` names this point.
+/// Aborts the process if `TELEMARK_FAILPOINT` names this point, or sleeps
+/// if it says `<name>=sleep:<ms>`.
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
-    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let armed = ARMED.get_or_init(|| std::env::var("TELEMARK_FAILPOINT").ok());
-    if armed.as_deref() == Some(name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
+    static ARMED: std::sync::OnceLock<Option<(String, Option<u64>)>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        let v = std::env::var("TELEMARK_FAILPOINT").ok()?;
+        Some(match v.split_once("=sleep:") {
+            Some((point, ms)) => (point.to_string(), Some(ms.parse().unwrap_or(100))),
+            None => (v, None),
+        })
+    });
+    match armed {
+        Some((point, None)) if point == name => {
+            eprintln!("failpoint {name}: aborting");
+            std::process::abort();
+        }
+        Some((point, Some(ms))) if point == name => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+        _ => {}
     }
 }
 

@@ -178,6 +178,12 @@ impl Metrics {
             "Time writers waited for the write buffer to drain.",
             &[(String::new(), format!("{}", db.write_stall_nanos as f64 / 1e9))],
         );
+        metric(
+            "telemark_buffer_peak_bytes",
+            "gauge",
+            "The most bytes the write buffer has held since start.",
+            &one(db.buffered_bytes_peak),
+        );
         let errors = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lines: Vec<_> =
             errors.iter().map(|((i, k), v)| (format!("{{interface=\"{i}\",kind=\"{k}\"}}"), v.to_string())).collect();

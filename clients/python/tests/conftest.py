@@ -25,7 +25,7 @@ class Server:
     """A running `telemark serve`. Its output is drained by threads so a
     chatty log never blocks the server; `self.output()` returns it so far."""
 
-    def __init__(self, data_dir, config_text, extra_args=()):
+    def __init__(self, data_dir, config_text, extra_args=(), env=None):
         if not os.path.exists(BIN):
             raise RuntimeError(f"telemark binary not found at {BIN}: run `cargo build -p telemark-server` first")
         self.data_dir = pathlib.Path(data_dir)
@@ -36,6 +36,7 @@ class Server:
              "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
              "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
         )
         self.http = None
         self.flight = None
@@ -152,8 +153,8 @@ def start_server(tmp_path):
     test fails). A `data_dir` already used by a stopped or killed server restarts on that data."""
     started = []
 
-    def start(config_text="", data_dir=None, extra_args=()):
-        s = Server(data_dir or tmp_path / f"data{len(started)}", config_text, extra_args)
+    def start(config_text="", data_dir=None, extra_args=(), env=None):
+        s = Server(data_dir or tmp_path / f"data{len(started)}", config_text, extra_args, env)
         started.append(s)
         return s
 

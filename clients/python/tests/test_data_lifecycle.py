@@ -211,3 +211,40 @@ def test_deleted_device_marker_is_gone_from_every_file_after_compaction(start_se
     assert body["pending"] == [] and len(body["purged"]) == 1, body
     assert body["purged"][0]["purged_at"] >= body["purged"][0]["requested_at"], body
     assert rows(s, "SELECT count(*) AS n FROM readings") == [{"n": 5}]
+
+
+def test_mqtt_publishers_are_slowed_not_buffered_without_bound_when_flushing_is_slow(start_server):
+    """Every flush sleeps 400 ms after writing its files (a slow disk): MQTT devices publish faster than
+    that drains. The buffer must stay near `max_buffer_memory` (1 MiB) while ~6 MB arrive, because the
+    listener stops reading sockets while writers wait; every acknowledged message still lands."""
+    from mqtt_clients import PahoDevice, metric, wait_until
+
+    s = start_server("""
+[storage]
+max_buffer_bytes = 131072
+max_buffer_memory = 1048576
+[compaction]
+background = false
+""", env={"TELEMARK_FAILPOINT": "flush.segments_written=sleep:400"})
+    devices, per_device, pad = 4, 1500, "x" * 1000
+    pubs = [PahoDevice(s.mqtt, client_id=f"slow-{d}", inflight=100) for d in range(devices)]
+    try:
+        mids = {d: [] for d in range(devices)}
+        for i in range(per_device):
+            for d, p in enumerate(pubs):
+                payload = f'{{"timestamp": {1_733_000_000 + i}, "seq": {i}, "pad": "{pad}-{d}-{i}"}}'
+                mids[d].append(p.publish(f"sensors/slow-{d}/telemetry", payload, qos=1))
+        for d, p in enumerate(pubs):
+            wait_until(lambda: all(m in p.acked for m in mids[d]), 180, what=f"every PUBACK of device {d}")
+            assert all(p.acked[m] < 0x80 for m in mids[d])
+    finally:
+        for p in pubs:
+            p.close()
+    total = devices * per_device * 1000
+    stalls = metric(s, "telemark_write_stalls_total")
+    peak = metric(s, "telemark_buffer_peak_bytes")
+    assert stalls > 0, "no writer ever waited although flushing was slower than ingest"
+    assert peak <= 2 * 1048576, f"the buffer reached {peak} bytes with a 1 MiB limit ({total} bytes arrived)"
+    got = rows(s, "SELECT device_id, count(*) AS n, count(DISTINCT seq) AS k FROM telemetry GROUP BY device_id "
+                  "ORDER BY device_id", db="iot")
+    assert got == [{"device_id": f"slow-{d}", "n": per_device, "k": per_device} for d in range(devices)]
