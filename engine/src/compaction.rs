@@ -47,9 +47,9 @@ use serde::Serialize;
 
 use crate::db::{Inner, SegmentHandle, lock, read, sort_by_precedence, write};
 use crate::manifest::SegmentEntry;
-use crate::schema::ColumnKind;
+use crate::schema::{ColumnKind, TableSchema};
 use crate::segment::{SegmentReader, SegmentWriter, TimeRange};
-use crate::series::{SeriesKey, merge};
+use crate::series::{SeriesData, SeriesKey, merge};
 use crate::{CompactionOptions, Error, Result};
 
 /// What a compaction run did.
@@ -336,6 +336,63 @@ impl RateLimiter {
     }
 }
 
+/// The schema of a table, from the catalog.
+pub(crate) fn table_schema(inner: &Inner, database: &str, table: &str) -> Result<TableSchema> {
+    read(&inner.catalog)
+        .get(database)
+        .and_then(|t| t.get(table))
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("table {database}.{table} is not in the catalog")))
+}
+
+/// Calls `f` with every series of `inputs` (files of one table, in
+/// precedence order) in key order: its rows merged (last write wins), with
+/// deleted and expired rows left out, and the chunk bytes read for it.
+/// Memory holds about one series.
+pub(crate) fn for_each_merged_series(
+    inner: &Inner,
+    database: &str,
+    table: &str,
+    inputs: &[Arc<SegmentHandle>],
+    schema: &TableSchema,
+    mut f: impl FnMut(&SeriesKey, SeriesData, u64) -> Result<()>,
+) -> Result<()> {
+    let tombstones: Vec<_> =
+        read(&inner.state).tombstones.iter().filter(|t| t.is_for(database, table)).cloned().collect();
+    let cutoff = crate::retention::cutoff(&read(&inner.retention), database, table, crate::delete::now_nanos());
+    let wanted_owned: Vec<(usize, String, ColumnKind)> = schema
+        .columns()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind != ColumnKind::Tag)
+        .map(|(i, c)| (i, c.name.clone(), c.kind))
+        .collect();
+    let wanted: Vec<(usize, &str, ColumnKind)> = wanted_owned.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
+    let width = schema.len();
+    // Every series of the inputs, in key order, with where it is in each input (oldest first).
+    let mut series: BTreeMap<SeriesKey, Vec<(usize, u32)>> = BTreeMap::new();
+    for (i, h) in inputs.iter().enumerate() {
+        for sid in 0..h.reader.footer().series.len() as u32 {
+            series.entry(h.reader.series_key(sid)).or_default().push((i, sid));
+        }
+    }
+    for (key, places) in &series {
+        let mut sources = Vec::with_capacity(places.len());
+        let mut read_now = 0u64;
+        for &(i, sid) in places {
+            let Some(h) = inputs.get(i) else { continue };
+            let mut data = h.reader.read_series(sid, &wanted, width, TimeRange::ALL)?;
+            read_now += series_bytes(&h.reader, sid);
+            let hidden =
+                crate::delete::hidden_ranges(&tombstones, database, table, key, h.entry.max_seq, h.entry.purged_seq);
+            crate::delete::retain_rows(&mut data, &hidden, cutoff);
+            sources.push(data);
+        }
+        f(key, merge(sources), read_now)?;
+    }
+    Ok(())
+}
+
 fn run_job(inner: &Inner, job: Job, report: &mut CompactionReport) -> Result<()> {
     let started = Instant::now();
     let opts = &inner.options.compaction;
@@ -353,69 +410,25 @@ fn run_job(inner: &Inner, job: Job, report: &mut CompactionReport) -> Result<()>
             free >> 20
         )));
     }
-    let (tombstones, applied_seq) = {
-        let s = read(&inner.state);
-        let t: Vec<_> = s.tombstones.iter().filter(|t| t.is_for(&job.database, &job.table)).cloned().collect();
-        (t, s.applied_seq)
-    };
-    let cutoff =
-        crate::retention::cutoff(&read(&inner.retention), &job.database, &job.table, crate::delete::now_nanos());
-    let schema = read(&inner.catalog)
-        .get(&job.database)
-        .and_then(|t| t.get(&job.table))
-        .cloned()
-        .ok_or_else(|| Error::Internal(format!("table {}.{} is not in the catalog", job.database, job.table)))?;
+    let applied_seq = read(&inner.state).applied_seq;
+    let schema = table_schema(inner, &job.database, &job.table)?;
     let id = {
         let mut m = lock(&inner.manifest);
         let id = m.next_segment_id;
         m.next_segment_id += 1;
         id
     };
-    let wanted_owned: Vec<(usize, String, ColumnKind)> = schema
-        .columns()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.kind != ColumnKind::Tag)
-        .map(|(i, c)| (i, c.name.clone(), c.kind))
-        .collect();
-    let wanted: Vec<(usize, &str, ColumnKind)> = wanted_owned.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
-    let width = schema.len();
-
-    // Every series of the inputs, in key order, with where it is in each input (oldest first).
-    let mut series: BTreeMap<SeriesKey, Vec<(usize, u32)>> = BTreeMap::new();
-    for (i, h) in job.inputs.iter().enumerate() {
-        for sid in 0..h.reader.footer().series.len() as u32 {
-            series.entry(h.reader.series_key(sid)).or_default().push((i, sid));
-        }
-    }
     let path = inner.segment_dir.join(SegmentEntry::file_name(id));
     let mut writer = SegmentWriter::create(inner.backend.as_ref(), &path, &job.table, job.partition_start, &schema)?;
     let mut limiter = RateLimiter::new(opts.bytes_per_second);
     let mut bytes_read = 0u64;
-    for (key, places) in &series {
-        let mut sources = Vec::with_capacity(places.len());
-        let mut read_now = 0u64;
-        for &(i, sid) in places {
-            let Some(h) = job.inputs.get(i) else { continue };
-            let mut data = h.reader.read_series(sid, &wanted, width, TimeRange::ALL)?;
-            read_now += series_bytes(&h.reader, sid);
-            let hidden = crate::delete::hidden_ranges(
-                &tombstones,
-                &job.database,
-                &job.table,
-                key,
-                h.entry.max_seq,
-                h.entry.purged_seq,
-            );
-            crate::delete::retain_rows(&mut data, &hidden, cutoff);
-            sources.push(data);
-        }
-        let merged = merge(sources);
+    for_each_merged_series(inner, &job.database, &job.table, &job.inputs, &schema, |key, merged, read_now| {
         let before = writer.bytes_written();
         writer.add(key, &merged)?;
         bytes_read += read_now;
         limiter.consume(read_now + writer.bytes_written() - before);
-    }
+        Ok(())
+    })?;
     let output = if writer.series_count() == 0 {
         drop(writer); // every row was deleted or expired: no output file
         None

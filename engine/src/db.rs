@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 const WAL_DIR: &str = "wal";
 pub(crate) const SEGMENT_DIR: &str = "segments";
+/// Local index files of partitions tiered to object storage.
+pub(crate) const COLD_DIR: &str = "cold";
 
 /// A Telemark storage engine over one data directory, which holds any number
 /// of named databases, each with tables.
@@ -124,6 +126,8 @@ pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     wal_dir: PathBuf,
     pub(crate) segment_dir: PathBuf,
+    #[cfg_attr(not(feature = "tiering"), allow(dead_code))]
+    pub(crate) cold_dir: PathBuf,
     pub(crate) options: Options,
     pub(crate) backend: Backend,
     /// Table schemas, including columns not yet flushed.
@@ -147,6 +151,9 @@ pub(crate) struct Inner {
     /// Wakes the compaction thread early (on close, or when files pile up).
     pub(crate) compact_signal: (Mutex<bool>, Condvar),
     pub(crate) counters: Counters,
+    /// The cold tier, when tiering is configured.
+    #[cfg(feature = "tiering")]
+    pub(crate) tier: Option<Arc<crate::tiering::Tier>>,
 }
 
 /// Storage taken by one column of a table in segment files; see [`Database::storage`].
@@ -178,6 +185,9 @@ pub(crate) struct State {
     frozen: Vec<Arc<WriteBuffer>>,
     /// Per table, in precedence order (see [`sort_by_precedence`]).
     pub(crate) segments: HashMap<(String, String), Vec<Arc<SegmentHandle>>>,
+    /// Per table, partitions in object storage (older than any segment of theirs).
+    #[cfg(feature = "tiering")]
+    pub(crate) cold: HashMap<(String, String), Vec<Arc<crate::tiering::ColdHandle>>>,
     /// Deletes that may still have rows in some source, oldest first.
     pub(crate) tombstones: Vec<Tombstone>,
     /// The highest WAL sequence number applied to the buffer: every delete
@@ -238,7 +248,18 @@ impl Database {
         let segment_dir = dir.join(SEGMENT_DIR);
         crate::fs::create_dir_durable(backend.as_ref(), &wal_dir)?;
         crate::fs::create_dir_durable(backend.as_ref(), &segment_dir)?;
+        let cold_dir = dir.join(COLD_DIR);
+        crate::fs::create_dir_durable(backend.as_ref(), &cold_dir)?;
         let manifest = Manifest::load(&dir)?;
+        #[cfg(feature = "tiering")]
+        let tier = match &options.tiering {
+            Some(t) => {
+                let tier = crate::tiering::Tier::new(t.clone())?;
+                tier.check()?;
+                Some(Arc::new(tier))
+            }
+            None => None,
+        };
         let mut report = OpenReport::default();
 
         let mut catalog: BTreeMap<String, BTreeMap<String, TableSchema>> = BTreeMap::new();
@@ -254,7 +275,30 @@ impl Database {
                 sort_by_precedence(&mut handles);
                 report.segments += handles.len();
                 state.segments.insert((db.clone(), table.clone()), handles);
+                if let Some(first) = t.cold.first() {
+                    #[cfg(feature = "tiering")]
+                    if tier.is_some() {
+                        let mut cold = Vec::with_capacity(t.cold.len());
+                        for c in &t.cold {
+                            cold.push(Arc::new(crate::tiering::open_cold(&cold_dir, c)?));
+                        }
+                        state.cold.insert((db.clone(), table.clone()), cold);
+                        continue;
+                    }
+                    return Err(Error::InvalidInput(format!(
+                        "{} partition(s) of {db}.{table} are in object storage ({}, ...): open the database \
+                         with the object store they were tiered to (telemark serve --object-store URL)",
+                        t.cold.len(),
+                        first.object
+                    )));
+                }
             }
+        }
+        #[cfg(feature = "tiering")]
+        {
+            let known = manifest.databases.values().flat_map(|d| d.tables.values()).flat_map(|t| t.cold.iter());
+            let known: std::collections::HashSet<u64> = known.map(|c| c.id).collect();
+            crate::tiering::remove_orphan_indexes(backend.as_ref(), &cold_dir, &known)?;
         }
 
         remove_orphan_segments(backend.as_ref(), &segment_dir, &manifest)?;
@@ -297,6 +341,7 @@ impl Database {
             dir,
             wal_dir,
             segment_dir,
+            cold_dir,
             backend,
             retention: RwLock::new(retention),
             compaction_lock: Mutex::new(()),
@@ -317,6 +362,8 @@ impl Database {
             closed: AtomicBool::new(false),
             flush_signal: (Mutex::new(false), Condvar::new()),
             counters: Counters::default(),
+            #[cfg(feature = "tiering")]
+            tier,
             options,
         });
         let flusher = if inner.options.background_flush {
@@ -531,6 +578,19 @@ impl Database {
         self.inner.flush()?;
         self.inner.enforce_retention()?;
         crate::compaction::run(&self.inner, crate::compaction::Mode::Full, None)
+    }
+
+    /// Moves every partition older than the tiering threshold (of
+    /// `database`, or of all databases) to object storage now, and answers
+    /// when done. Errors if tiering is not configured.
+    #[cfg(feature = "tiering")]
+    pub fn tier(&self, database: Option<&str>) -> Result<crate::tiering::TierReport> {
+        self.inner.check_writable()?;
+        let tier = self.inner.tier.clone().ok_or_else(|| {
+            Error::InvalidInput("tiering is not configured: start with an object store (--object-store URL)".into())
+        })?;
+        self.inner.flush()?;
+        crate::tiering::run(&self.inner, &tier, database)
     }
 
     /// Like [`Database::compact`], for the files of one database only.
@@ -1224,12 +1284,22 @@ impl Inner {
         let mut purged = Vec::new();
         let flushed = manifest.flushed_seq;
         let segments = &state.segments;
+        #[cfg(feature = "tiering")]
+        let cold = &state.cold;
         state.tombstones.retain(|t| {
+            let key = (t.database.clone(), t.table.clone());
             let needed = t.seq > flushed
-                || segments.get(&(t.database.clone(), t.table.clone())).is_some_and(|list| {
+                || segments.get(&key).is_some_and(|list| {
                     list.iter().any(|h| {
                         t.applies_to(h.entry.max_seq, h.entry.purged_seq) && h.reader.may_hold(&t.tags, t.range())
                     })
+                });
+            // Cold files are not rewritten (yet): a delete that hides rows in one stays pending.
+            #[cfg(feature = "tiering")]
+            let needed = needed
+                || cold.get(&key).is_some_and(|list| {
+                    list.iter()
+                        .any(|h| t.applies_to(h.entry.max_seq, h.entry.purged_seq) && h.may_hold(&t.tags, t.range()))
                 });
             if !needed {
                 let mut done = t.clone();
@@ -1293,6 +1363,27 @@ impl Inner {
         let key = (req.database.clone(), req.table.clone());
         let tombstones: Vec<&Tombstone> =
             state.tombstones.iter().filter(|t| t.is_for(&req.database, &req.table)).collect();
+        // Cold files first: their rows are older than any segment of their partition.
+        #[cfg(feature = "tiering")]
+        if let Some(cold) = state.cold.get(&key) {
+            plan.tier = self.tier.clone();
+            for h in cold {
+                if !range.overlaps(h.entry.min_time, h.entry.max_time) {
+                    continue;
+                }
+                let deletes: Vec<&Tombstone> =
+                    tombstones.iter().copied().filter(|t| t.applies_to(h.entry.max_seq, h.entry.purged_seq)).collect();
+                for (i, s) in h.index.series.iter().enumerate() {
+                    let Some(skey) = h.series_key(i) else { continue };
+                    if !range.overlaps(s.min_time, s.max_time) || !req.matches(skey) {
+                        continue;
+                    }
+                    let hidden =
+                        crate::delete::hidden_ranges(deletes.iter().copied(), &req.database, &req.table, skey, 0, 0);
+                    series.entry(skey.clone()).or_default().push(Source::Cold(h.clone(), i, hidden));
+                }
+            }
+        }
         if let Some(segs) = state.segments.get(&key) {
             let preds: Vec<(String, Vec<String>)> =
                 req.tag_filters.iter().map(|f| (f.tag.clone(), f.values.clone())).collect();

@@ -86,6 +86,10 @@ pub enum Error {
     #[error("database is closed")]
     Closed,
 
+    /// Object storage (the cold tier) failed or refused a request.
+    #[error("object storage: {0}")]
+    ObjectStore(String),
+
     /// A limit was exceeded.
     #[error("resource limit exceeded: {0}")]
     ResourceLimit(String),

@@ -75,6 +75,8 @@ mod scan;
 mod schema;
 mod segment;
 mod series;
+#[cfg(feature = "tiering")]
+pub mod tiering;
 mod wal;
 
 pub use batch::{FieldValue, RowError, RowWriter, WriteBatch, WriteOutcome};

@@ -24,8 +24,10 @@ pub(crate) const MAGIC: [u8; 8] = *b"TMKMANI\0";
 /// The version this build writes. Version 2 added the WAL sequence range
 /// and purge mark of each segment, delete tombstones, the delete log and
 /// retention rules; version 1 manifests read unchanged (their segments keep
-/// their list order as precedence).
-pub(crate) const VERSION: u16 = 2;
+/// their list order as precedence). Version 3 added cold files (partitions
+/// tiered to object storage): a version 2 reader would not know them, so it
+/// must refuse the file rather than lose them.
+pub(crate) const VERSION: u16 = 3;
 pub(crate) const OLDEST_VERSION: u16 = 1;
 const HEADER_LEN: usize = 24;
 
@@ -62,11 +64,45 @@ impl SegmentEntry {
     }
 }
 
+/// A partition tiered to object storage: one Parquet object, and a local
+/// index file (`cold/<id>.tmc`) with its series and Parquet metadata so
+/// that planning a query makes no remote call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ColdEntry {
+    pub(crate) id: u64,
+    pub(crate) partition_start: i64,
+    pub(crate) min_time: i64,
+    pub(crate) max_time: i64,
+    pub(crate) rows: u64,
+    /// Size of the object.
+    pub(crate) bytes: u64,
+    /// CRC32C of the whole object, checked after upload.
+    pub(crate) crc32c: u32,
+    /// The object's path in the store, below the store's prefix.
+    pub(crate) object: String,
+    /// As for segments: the WAL range of the rows it holds, and the deletes
+    /// applied to them.
+    pub(crate) min_seq: u64,
+    pub(crate) max_seq: u64,
+    pub(crate) purged_seq: u64,
+}
+
+impl ColdEntry {
+    #[cfg_attr(not(feature = "tiering"), allow(dead_code))]
+    pub(crate) fn index_name(id: u64) -> String {
+        format!("{id:020}.tmc")
+    }
+}
+
 /// A table: its schema and segments (in precedence order: oldest writes first).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TableEntry {
     pub(crate) schema: TableSchema,
     pub(crate) segments: Vec<SegmentEntry>,
+    /// Partitions in object storage; their rows are older than those of any
+    /// segment of the same partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) cold: Vec<ColdEntry>,
 }
 
 /// A database: its tables.

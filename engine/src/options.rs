@@ -53,6 +53,10 @@ pub struct Options {
     pub scan_batch_rows: usize,
     /// The file system. Tests substitute one that injects failures.
     pub backend: Backend,
+    /// Tiering of old partitions to object storage; `None` (the default)
+    /// keeps everything local.
+    #[cfg(feature = "tiering")]
+    pub tiering: Option<crate::tiering::TieringOptions>,
 }
 
 impl Default for Options {
@@ -68,6 +72,8 @@ impl Default for Options {
             compaction: CompactionOptions::default(),
             scan_batch_rows: 8192,
             backend: Arc::new(StdBackend),
+            #[cfg(feature = "tiering")]
+            tiering: None,
         }
     }
 }

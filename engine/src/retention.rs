@@ -132,6 +132,7 @@ impl crate::db::Inner {
         let now = crate::delete::now_nanos();
         let mut next = manifest.clone();
         let mut dropped: Vec<(String, String, u64)> = Vec::new();
+        let mut cold_dropped: Vec<(String, String, crate::manifest::ColdEntry)> = Vec::new();
         for (db, d) in next.databases.iter_mut() {
             for (table, t) in d.tables.iter_mut() {
                 let cut = cutoff(&rules, db, table, now);
@@ -142,9 +143,16 @@ impl crate::db::Inner {
                     }
                     !expired
                 });
+                t.cold.retain(|c| {
+                    let expired = c.max_time < cut;
+                    if expired {
+                        cold_dropped.push((db.clone(), table.clone(), c.clone()));
+                    }
+                    !expired
+                });
             }
         }
-        if dropped.is_empty() {
+        if dropped.is_empty() && cold_dropped.is_empty() {
             return Ok(0);
         }
         let mut gone = Vec::with_capacity(dropped.len());
@@ -162,6 +170,12 @@ impl crate::db::Inner {
                 }
             }
             state.segments.retain(|_, list| !list.is_empty());
+            #[cfg(feature = "tiering")]
+            for (db, table, c) in &cold_dropped {
+                if let Some(list) = state.cold.get_mut(&(db.clone(), table.clone())) {
+                    list.retain(|h| h.entry.id != c.id);
+                }
+            }
             self.settle_tombstones(&mut next, &mut state);
         }
         if let Err(e) = next.store(self.backend.as_ref(), &self.dir) {
@@ -174,6 +188,10 @@ impl crate::db::Inner {
         for h in &gone {
             h.reader.mark_obsolete();
         }
+        #[cfg(feature = "tiering")]
+        crate::tiering::drop_expired(self, self.tier.as_deref(), &cold_dropped);
+        #[cfg(not(feature = "tiering"))]
+        let _ = cold_dropped;
         let n = gone.len();
         drop(gone);
         self.counters.retention_files_dropped.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);

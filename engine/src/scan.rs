@@ -155,6 +155,9 @@ pub(crate) enum Source {
     /// A series of a segment file, and the time ranges deletes hide in it.
     Segment(Arc<SegmentReader>, u32, Vec<TimeRange>),
     Buffer(SeriesData),
+    /// A series of a cold file (by its index there), and the ranges deletes hide.
+    #[cfg(feature = "tiering")]
+    Cold(Arc<crate::tiering::ColdHandle>, usize, Vec<TimeRange>),
 }
 
 /// A planned scan: the output shape and, per series, its sources oldest first.
@@ -167,6 +170,9 @@ pub(crate) struct ScanPlan {
     range: TimeRange,
     pub(crate) series: Vec<(SeriesKey, Vec<Source>)>,
     batch_rows: usize,
+    /// Reads cold sources.
+    #[cfg(feature = "tiering")]
+    pub(crate) tier: Option<Arc<crate::tiering::Tier>>,
 }
 
 impl ScanPlan {
@@ -227,6 +233,8 @@ impl ScanPlan {
             range: req.range(),
             series: Vec::new(),
             batch_rows: batch_rows.max(1),
+            #[cfg(feature = "tiering")]
+            tier: None,
         })
     }
 
@@ -284,6 +292,20 @@ impl ScanStream {
                         let wanted: Vec<(usize, &str, ColumnKind)> =
                             self.plan.wanted.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
                         let mut data = seg.read_series(id, &wanted, self.plan.width, self.plan.range)?;
+                        if !hidden.is_empty() {
+                            crate::delete::retain_rows(&mut data, &hidden, i64::MIN);
+                        }
+                        datas.push(data);
+                    }
+                    #[cfg(feature = "tiering")]
+                    Source::Cold(cold, i, hidden) => {
+                        let tier = self
+                            .plan
+                            .tier
+                            .as_ref()
+                            .ok_or_else(|| Error::Internal("a cold source without a tier".into()))?;
+                        let mut data =
+                            tier.read_series(&cold, i, &self.plan.wanted, self.plan.width, self.plan.range)?;
                         if !hidden.is_empty() {
                             crate::delete::retain_rows(&mut data, &hidden, i64::MIN);
                         }

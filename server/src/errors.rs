@@ -99,7 +99,7 @@ pub fn engine_kind(e: &EngineError) -> Kind {
     match e {
         EngineError::NotFound { .. } => Kind::NotFound,
         EngineError::InvalidName { .. } | EngineError::InvalidInput(_) => Kind::BadRequest,
-        EngineError::Poisoned(_) | EngineError::Closed => Kind::Unavailable,
+        EngineError::Poisoned(_) | EngineError::Closed | EngineError::ObjectStore(_) => Kind::Unavailable,
         EngineError::ResourceLimit(_) => Kind::TooLarge,
         _ => Kind::Internal,
     }

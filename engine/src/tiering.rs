@@ -1,0 +1,1053 @@
+//! Tiering: partitions older than a threshold move to object storage as
+//! Parquet, and scans read them back transparently (feature `tiering`).
+//!
+//! A tiering job takes every segment file of one table's time partition,
+//! merges them series by series (last write wins, deleted and expired rows
+//! left out: the same merge as compaction) and writes one Parquet file,
+//! sorted by series (tag values, tag names in alphabetical order) then time,
+//! with row-group and page statistics. The steps, each safe to crash after:
+//!
+//! 1. upload the object to `<prefix>/<db>/<table>/date=YYYY-MM-DD/<name>.parquet`;
+//! 2. verify it: its size (HEAD) and the CRC32C of a read-back must match;
+//! 3. write the local index `cold/<id>.tmc` (the object's series with their
+//!    row ranges, and its Parquet metadata), so planning a query never makes
+//!    a remote call;
+//! 4. swap the manifest: the partition's segments out, the cold entry in;
+//! 5. unlink the local segments once no scan holds them.
+//!
+//! A crash before step 4 leaves the segments referenced and an object (and
+//! perhaps an index file) nobody references: the index file is removed on
+//! open, the object is replaced when the same id is tiered again.
+//!
+//! Rows written later into a tiered partition stay in local segments, which
+//! cover later WAL sequence numbers and so win over the cold rows.
+//!
+//! The engine is synchronous and object storage is async: the engine keeps a
+//! small runtime of its own for it and waits on a channel, so this works from
+//! any thread, including a DataFusion blocking task.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+// `ParquetObjectReader` is deprecated in favour of a hand-written
+// `AsyncFileReader`; it still does exactly what is needed (ranged GETs of
+// the projected column chunks of the chosen row groups).
+#[allow(deprecated)]
+use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Column, Values};
+use crate::db::{Inner, SegmentHandle, lock, read, write};
+use crate::manifest::ColdEntry;
+use crate::schema::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
+use crate::segment::TimeRange;
+use crate::series::{SeriesData, SeriesKey};
+use crate::{Error, Result};
+
+/// Where cold data goes: an object store and a prefix in it.
+#[derive(Debug, Clone)]
+pub struct TierStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    description: String,
+}
+
+impl TierStore {
+    /// Opens a store from a URL:
+    /// - `s3://bucket/prefix`: S3 or an S3-compatible server; credentials,
+    ///   region and endpoint from the standard `AWS_*` environment variables
+    ///   (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    ///   `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`);
+    /// - `file:///dir`: a local directory (created if missing);
+    /// - `memory://`: in memory (tests).
+    ///
+    /// Nothing is contacted here: [`TierStore::check`] does that.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidInput(format!("object store URL {url:?}: {why}"));
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected s3://bucket/prefix or file:///dir"))?;
+        match scheme {
+            "s3" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("no bucket name"));
+                }
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_virtual_hosted_style_request(false);
+                if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+                    builder = builder.with_region("us-east-1");
+                }
+                let store = builder.build().map_err(|e| bad(&e.to_string()))?;
+                Ok(TierStore::new(Arc::new(store), prefix, url))
+            }
+            "file" => {
+                let dir = Path::new(rest);
+                if !dir.is_absolute() {
+                    return Err(bad("a file URL needs an absolute path (file:///dir)"));
+                }
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(&e.to_string()))?;
+                Ok(TierStore::new(Arc::new(store), "", url))
+            }
+            "memory" => Ok(TierStore::new(Arc::new(object_store::memory::InMemory::new()), rest, url)),
+            other => Err(bad(&format!("unsupported scheme {other:?} (use s3, file or memory)"))),
+        }
+    }
+
+    /// A store the caller built (a wrapping store in tests, another cloud).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, description: &str) -> Self {
+        let prefix = ObjectPath::from(prefix.trim_matches('/'));
+        TierStore { store, prefix, description: description.to_string() }
+    }
+
+    /// The URL or description it was opened with.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn path(&self, relative: &str) -> ObjectPath {
+        let mut p = self.prefix.clone();
+        for part in relative.split('/') {
+            p = p.join(part);
+        }
+        p
+    }
+}
+
+/// How tiering runs.
+#[derive(Debug, Clone)]
+pub struct TieringOptions {
+    /// Where cold partitions go.
+    pub store: TierStore,
+    /// Partitions that ended more than this long ago (wall clock) move to
+    /// the store. Default: 7 days.
+    pub after: Duration,
+    /// The background compaction thread also tiers. Default: true.
+    pub background: bool,
+    /// Rows per Parquet row group: a group ends where a series ends once it
+    /// holds this many (at most four times this). Default: 65 536.
+    pub row_group_rows: usize,
+    /// Bytes of decoded cold row groups kept in memory for queries. Default: 256 MiB.
+    pub cache_bytes: usize,
+}
+
+impl TieringOptions {
+    /// Tiering to `store` with the defaults.
+    pub fn new(store: TierStore) -> Self {
+        TieringOptions {
+            store,
+            after: Duration::from_secs(7 * 86_400),
+            background: true,
+            row_group_rows: 65_536,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What a tiering run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TierReport {
+    /// Partitions moved to the store.
+    pub partitions: usize,
+    /// Local segment files they were in (now gone).
+    pub files: usize,
+    /// Bytes of those segment files.
+    pub segment_bytes: u64,
+    /// Bytes of Parquet written to the store.
+    pub object_bytes: u64,
+    /// Rows moved.
+    pub rows: u64,
+    /// Time taken, in milliseconds.
+    pub elapsed_ms: u64,
+    /// Partitions that failed, with why (their files stay local).
+    pub failures: Vec<String>,
+}
+
+/// Cold-tier counters.
+#[derive(Debug, Default)]
+pub(crate) struct TierCounters {
+    pub(crate) uploads: std::sync::atomic::AtomicU64,
+    pub(crate) upload_bytes: std::sync::atomic::AtomicU64,
+    pub(crate) fetches: std::sync::atomic::AtomicU64,
+    pub(crate) fetch_bytes: std::sync::atomic::AtomicU64,
+    pub(crate) cache_hits: std::sync::atomic::AtomicU64,
+}
+
+/// The engine's connection to the cold tier: the store, a runtime for its
+/// async I/O and a cache of decoded row groups.
+#[derive(Debug)]
+pub(crate) struct Tier {
+    pub(crate) options: TieringOptions,
+    runtime: tokio::runtime::Runtime,
+    cache: Mutex<RowGroupCache>,
+    pub(crate) counters: TierCounters,
+}
+
+impl Tier {
+    pub(crate) fn new(options: TieringOptions) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("telemark-tier")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the object-store runtime: {e}")))?;
+        let cache = Mutex::new(RowGroupCache::new(options.cache_bytes));
+        Ok(Tier { options, runtime, cache, counters: TierCounters::default() })
+    }
+
+    /// Runs `f` on the tier's runtime and waits for it.
+    fn block<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().map_err(|_| Error::Internal("the object-store task ended without an answer".into()))
+    }
+
+    /// Checks that the store answers (bucket exists, credentials work).
+    pub(crate) fn check(&self) -> Result<()> {
+        let store = self.options.store.store.clone();
+        let prefix = self.options.store.prefix.clone();
+        let what = self.options.store.description.clone();
+        self.block(async move { store.list_with_delimiter(Some(&prefix)).await })?.map_err(|e| {
+            Error::ObjectStore(format!(
+                "{what} does not answer: {e}; check the bucket name, the credentials (AWS_ACCESS_KEY_ID, \
+                 AWS_SECRET_ACCESS_KEY) and the endpoint (AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for http://)"
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// Uploads `bytes` and verifies the stored object: size by HEAD, then
+    /// the CRC32C of a read-back.
+    fn upload(&self, relative: &str, bytes: bytes::Bytes, crc: u32) -> Result<()> {
+        let store = self.options.store.store.clone();
+        let path = self.options.store.path(relative);
+        let len = bytes.len() as u64;
+        let shown = path.to_string();
+        self.block(async move {
+            store.put(&path, PutPayload::from(bytes)).await?;
+            let meta = store.head(&path).await?;
+            if meta.size != len {
+                return Ok(Err(format!("{path} holds {} bytes after upload, {len} were sent", meta.size)));
+            }
+            let back = store.get(&path).await?.bytes().await?;
+            let actual = crc32c::crc32c(&back);
+            if actual != crc {
+                return Ok(Err(format!("{path} reads back with CRC32C {actual:#010x}, {crc:#010x} was sent")));
+            }
+            Ok::<_, object_store::Error>(Ok(()))
+        })?
+        .map_err(|e| Error::ObjectStore(format!("uploading {shown}: {e}")))?
+        .map_err(|e| Error::ObjectStore(format!("verifying an upload: {e}")))?;
+        self.counters.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters.upload_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub(crate) fn delete_object(&self, relative: &str) -> Result<()> {
+        let store = self.options.store.store.clone();
+        let path = self.options.store.path(relative);
+        let shown = path.to_string();
+        match self.block(async move { store.delete(&path).await })? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::ObjectStore(format!("deleting {shown}: {e}"))),
+        }
+    }
+
+    /// One row group of a cold file, decoded, with the given columns.
+    fn row_group(&self, cold: &ColdHandle, rg: usize, columns: &[usize]) -> Result<RecordBatch> {
+        let key = (cold.entry.id, rg, columns.to_vec());
+        if let Some(b) = lock(&self.cache).get(&key) {
+            self.counters.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(b);
+        }
+        let store = self.options.store.store.clone();
+        let path = self.options.store.path(&cold.entry.object);
+        let shown = path.to_string();
+        let meta = cold.metadata.clone();
+        let mask = ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), columns.iter().copied());
+        let size = cold.entry.bytes;
+        let batches = self
+            .block(async move {
+                #[allow(deprecated)]
+                let reader = ParquetObjectReader::new(store, path).with_file_size(size);
+                let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+                    .with_row_groups(vec![rg])
+                    .with_projection(mask)
+                    .with_batch_size(1 << 20)
+                    .build()?;
+                stream.try_collect::<Vec<_>>().await
+            })?
+            .map_err(|e| Error::ObjectStore(format!("reading row group {rg} of {shown}: {e}")))?;
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::new(Schema::empty()));
+        let batch =
+            arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| Error::Internal(e.to_string()))?;
+        let expected = cold.row_group_rows(rg);
+        if batch.num_rows() as u64 != expected {
+            return Err(Error::ObjectStore(format!(
+                "row group {rg} of {shown} has {} rows, its metadata says {expected}: the object changed or is damaged",
+                batch.num_rows()
+            )));
+        }
+        self.counters.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters.fetch_bytes.fetch_add(batch.get_array_memory_size() as u64, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.cache).put(key, batch.clone());
+        Ok(batch)
+    }
+
+    /// The rows of one series of a cold file in `range`.
+    pub(crate) fn read_series(
+        &self,
+        cold: &ColdHandle,
+        series: usize,
+        wanted: &[(usize, String, ColumnKind)],
+        width: usize,
+        range: TimeRange,
+    ) -> Result<SeriesData> {
+        let s = cold
+            .index
+            .series
+            .get(series)
+            .ok_or_else(|| Error::Internal(format!("cold series {series} out of range")))?;
+        // Parquet columns to read: time, then each wanted field the file has.
+        let mut columns = vec![0usize];
+        let mut fields: Vec<(usize, FieldType, Option<usize>)> = Vec::with_capacity(wanted.len());
+        for (id, name, kind) in wanted {
+            let ColumnKind::Field(t) = kind else { continue };
+            let at = cold.index.columns.iter().position(|c| c == name).map(|i| i + 1);
+            if let Some(i) = at
+                && !columns.contains(&i)
+            {
+                columns.push(i);
+            }
+            fields.push((*id, *t, at));
+        }
+        columns.sort_unstable();
+        let mut out = SeriesData { times: Vec::with_capacity(s.rows as usize), columns: vec![None; width] };
+        for (id, t, at) in &fields {
+            if at.is_some()
+                && let Some(slot) = out.columns.get_mut(*id)
+            {
+                *slot = Some(Column::with_capacity(*t, s.rows as usize));
+            }
+        }
+        let (first, end) = (s.first_row, s.first_row + s.rows);
+        for rg in cold.row_groups_for(first, end) {
+            let rg_start = cold.row_group_starts.get(rg).copied().unwrap_or(0);
+            let batch = self.row_group(cold, rg, &columns)?;
+            let lo = (first.max(rg_start) - rg_start) as usize;
+            let hi = ((end.min(rg_start + batch.num_rows() as u64)) - rg_start) as usize;
+            let col_of = |parquet_index: usize| columns.iter().position(|c| *c == parquet_index);
+            let times =
+                batch.column(0).as_any().downcast_ref::<arrow_array::TimestampNanosecondArray>().ok_or_else(|| {
+                    Error::ObjectStore("the time column of a cold file is not TIMESTAMP(NANOS)".into())
+                })?;
+            let keep: Vec<usize> = (lo..hi).filter(|&r| range.contains(times.value(r))).collect();
+            out.times.extend(keep.iter().map(|&r| times.value(r)));
+            for (id, t, at) in &fields {
+                let Some(at) = at else { continue };
+                let Some(ci) = col_of(*at) else { continue };
+                let Some(Some(col)) = out.columns.get_mut(*id) else { continue };
+                append_from_array(col, *t, batch.column(ci).as_ref(), &keep)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Appends the rows `keep` of `array` to `col`.
+fn append_from_array(col: &mut Column, t: FieldType, array: &dyn Array, keep: &[usize]) -> Result<()> {
+    use arrow_array::cast::AsArray;
+    let wrong = || Error::ObjectStore(format!("a cold column has type {}, expected {t:?}", array.data_type()));
+    for &r in keep {
+        col.valid.push(array.is_valid(r));
+    }
+    match (&mut col.values, t) {
+        (Values::F64(v), FieldType::F64) => {
+            let a = array.as_primitive_opt::<arrow_array::types::Float64Type>().ok_or_else(wrong)?;
+            v.extend(keep.iter().map(|&r| a.value(r)));
+        }
+        (Values::I64(v), FieldType::I64) => {
+            let a = array.as_primitive_opt::<arrow_array::types::Int64Type>().ok_or_else(wrong)?;
+            v.extend(keep.iter().map(|&r| a.value(r)));
+        }
+        (Values::U64(v), FieldType::U64) => {
+            let a = array.as_primitive_opt::<arrow_array::types::UInt64Type>().ok_or_else(wrong)?;
+            v.extend(keep.iter().map(|&r| a.value(r)));
+        }
+        (Values::Bool(v), FieldType::Bool) => {
+            let a = array.as_boolean_opt().ok_or_else(wrong)?;
+            v.extend(keep.iter().map(|&r| a.value(r)));
+        }
+        (Values::Str(v), FieldType::String) => {
+            let a = array.as_string_opt::<i32>().ok_or_else(wrong)?;
+            v.extend(keep.iter().map(|&r| if a.is_valid(r) { a.value(r).to_string() } else { String::new() }));
+        }
+        _ => return Err(wrong()),
+    }
+    Ok(())
+}
+
+/// A least-recently-used cache of decoded row groups, capped in bytes.
+#[derive(Debug)]
+struct RowGroupCache {
+    cap: usize,
+    used: usize,
+    map: HashMap<(u64, usize, Vec<usize>), RecordBatch>,
+    order: VecDeque<(u64, usize, Vec<usize>)>,
+}
+
+impl RowGroupCache {
+    fn new(cap: usize) -> Self {
+        RowGroupCache { cap, used: 0, map: HashMap::new(), order: VecDeque::new() }
+    }
+
+    fn get(&mut self, key: &(u64, usize, Vec<usize>)) -> Option<RecordBatch> {
+        let b = self.map.get(key)?.clone();
+        if let Some(i) = self.order.iter().position(|k| k == key) {
+            let k = self.order.remove(i)?;
+            self.order.push_back(k);
+        }
+        Some(b)
+    }
+
+    fn put(&mut self, key: (u64, usize, Vec<usize>), batch: RecordBatch) {
+        let size = batch.get_array_memory_size();
+        if size > self.cap || self.map.contains_key(&key) {
+            return;
+        }
+        while self.used + size > self.cap {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(b) = self.map.remove(&old) {
+                self.used -= b.get_array_memory_size();
+            }
+        }
+        self.used += size;
+        self.order.push_back(key.clone());
+        self.map.insert(key, batch);
+    }
+
+    /// Drops everything of one cold file (it was deleted or replaced).
+    fn forget(&mut self, id: u64) {
+        let gone: Vec<_> = self.map.keys().filter(|k| k.0 == id).cloned().collect();
+        for k in gone {
+            if let Some(b) = self.map.remove(&k) {
+                self.used -= b.get_array_memory_size();
+            }
+        }
+        self.order.retain(|k| k.0 != id);
+    }
+}
+
+/// One series of a cold file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ColdSeries {
+    pub(crate) tags: Vec<(String, String)>,
+    pub(crate) first_row: u64,
+    pub(crate) rows: u64,
+    pub(crate) min_time: i64,
+    pub(crate) max_time: i64,
+}
+
+/// What the local index file of a cold object holds besides its Parquet metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ColdIndex {
+    /// Parquet columns after `time`, in file order.
+    pub(crate) columns: Vec<String>,
+    pub(crate) series: Vec<ColdSeries>,
+}
+
+/// A cold file as a scan sees it.
+#[derive(Debug)]
+pub(crate) struct ColdHandle {
+    pub(crate) entry: ColdEntry,
+    pub(crate) index: ColdIndex,
+    keys: Vec<SeriesKey>,
+    metadata: ArrowReaderMetadata,
+    row_group_starts: Vec<u64>,
+}
+
+impl ColdHandle {
+    fn new(entry: ColdEntry, index: ColdIndex, metadata: ParquetMetaData) -> Result<Self> {
+        let metadata = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+            .map_err(|e| Error::ObjectStore(format!("the Parquet metadata of {} is unusable: {e}", entry.object)))?;
+        let mut row_group_starts = Vec::new();
+        let mut at = 0u64;
+        for rg in metadata.metadata().row_groups() {
+            row_group_starts.push(at);
+            at += rg.num_rows() as u64;
+        }
+        let keys = index.series.iter().map(|s| SeriesKey::new(s.tags.clone())).collect();
+        Ok(ColdHandle { entry, index, keys, metadata, row_group_starts })
+    }
+
+    pub(crate) fn series_key(&self, i: usize) -> Option<&SeriesKey> {
+        self.keys.get(i)
+    }
+
+    fn row_group_rows(&self, rg: usize) -> u64 {
+        self.metadata.metadata().row_groups().get(rg).map_or(0, |r| r.num_rows() as u64)
+    }
+
+    /// Row groups holding any of the rows `first..end`.
+    fn row_groups_for(&self, first: u64, end: u64) -> Vec<usize> {
+        (0..self.row_group_starts.len())
+            .filter(|&rg| {
+                let start = self.row_group_starts[rg];
+                start < end && start + self.row_group_rows(rg) > first
+            })
+            .collect()
+    }
+
+    /// True if a delete with these tag predicates and range may hide rows here.
+    pub(crate) fn may_hold(&self, predicates: &[(String, Vec<String>)], range: TimeRange) -> bool {
+        self.index.series.iter().zip(&self.keys).any(|(s, k)| {
+            range.overlaps(s.min_time, s.max_time)
+                && predicates.iter().all(|(tag, values)| k.get(tag).is_some_and(|v| values.iter().any(|x| x == v)))
+        })
+    }
+}
+
+// --- the local index file ----------------------------------------------------------------------
+
+const INDEX_MAGIC: [u8; 8] = *b"TMKCOLD\0";
+const INDEX_VERSION: u16 = 1;
+const INDEX_HEADER: usize = 24;
+
+/// `magic (8) | version u16 | reserved u16 | json_len u32 | metadata_len u32 | crc32c(rest) u32 | json | metadata`
+fn encode_index(index: &ColdIndex, metadata: &[u8]) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(index).map_err(|e| Error::Internal(format!("cold index: {e}")))?;
+    let mut out = Vec::with_capacity(INDEX_HEADER + json.len() + metadata.len());
+    out.extend_from_slice(&INDEX_MAGIC);
+    out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
+    let mut crc = crc32c::crc32c(&json);
+    crc = crc32c::crc32c_append(crc, metadata);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(metadata);
+    Ok(out)
+}
+
+fn decode_index(path: &Path, data: &[u8]) -> Result<(ColdIndex, ParquetMetaData)> {
+    let corrupt = |offset: u64, detail: String| Error::Corruption {
+        file: path.to_path_buf(),
+        offset,
+        detail,
+        hint: "; the local index of a cold file is damaged".into(),
+    };
+    let u32_at = |i: usize| data.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if data.len() < INDEX_HEADER || data.get(..8) != Some(&INDEX_MAGIC[..]) {
+        return Err(corrupt(0, "not a Telemark cold index (bad magic or too short)".into()));
+    }
+    let version = u16::from_le_bytes([data[8], data[9]]);
+    if data[10] != 0 || data[11] != 0 {
+        return Err(corrupt(10, "reserved header bytes are not zero".into()));
+    }
+    if version != INDEX_VERSION {
+        return Err(Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            format: "cold index",
+            found: version,
+            supported: INDEX_VERSION,
+        });
+    }
+    let (json_len, meta_len, crc) = match (u32_at(12), u32_at(16), u32_at(20)) {
+        (Some(a), Some(b), Some(c)) => (a as usize, b as usize, c),
+        _ => return Err(corrupt(12, "truncated header".into())),
+    };
+    let body = &data[INDEX_HEADER..];
+    if body.len() != json_len.saturating_add(meta_len) {
+        return Err(corrupt(12, format!("lengths {json_len} + {meta_len} do not match the file")));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err(corrupt(INDEX_HEADER as u64, "checksum mismatch".into()));
+    }
+    let (json, meta) = body.split_at(json_len);
+    let index: ColdIndex =
+        serde_json::from_slice(json).map_err(|e| corrupt(INDEX_HEADER as u64, format!("invalid body: {e}")))?;
+    let metadata = ParquetMetaDataReader::decode_metadata(meta)
+        .map_err(|e| corrupt((INDEX_HEADER + json_len) as u64, format!("invalid Parquet metadata: {e}")))?;
+    Ok((index, metadata))
+}
+
+/// Opens the cold files of the manifest from their local index files.
+pub(crate) fn open_cold(cold_dir: &Path, entry: &ColdEntry) -> Result<ColdHandle> {
+    let path = cold_dir.join(ColdEntry::index_name(entry.id));
+    let data = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let (index, metadata) = decode_index(&path, &data)?;
+    ColdHandle::new(entry.clone(), index, metadata)
+}
+
+/// Removes index files the manifest does not list (a tiering job that
+/// crashed before its manifest swap).
+pub(crate) fn remove_orphan_indexes(
+    backend: &dyn crate::fs::FileBackend,
+    cold_dir: &Path,
+    known: &std::collections::HashSet<u64>,
+) -> Result<()> {
+    for e in std::fs::read_dir(cold_dir).map_err(|e| Error::io(cold_dir, e))? {
+        let e = e.map_err(|e| Error::io(cold_dir, e))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        let id = name.strip_suffix(".tmc").and_then(|n| n.parse::<u64>().ok());
+        if id.is_none_or(|id| !known.contains(&id)) {
+            crate::fs::remove_durable(backend, &e.path())?;
+        }
+    }
+    Ok(())
+}
+
+// --- writing Parquet ---------------------------------------------------------------------------
+
+/// The Arrow schema of a cold file: `time` (TIMESTAMP(NANOS, UTC)), then the
+/// table's columns in order (tags as strings).
+fn cold_schema(table: &TableSchema) -> SchemaRef {
+    let mut fields =
+        vec![Field::new(TIME_COLUMN, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false)];
+    for c in table.columns() {
+        let t = match c.kind {
+            ColumnKind::Tag => DataType::Utf8,
+            ColumnKind::Field(FieldType::F64) => DataType::Float64,
+            ColumnKind::Field(FieldType::I64) => DataType::Int64,
+            ColumnKind::Field(FieldType::U64) => DataType::UInt64,
+            ColumnKind::Field(FieldType::Bool) => DataType::Boolean,
+            ColumnKind::Field(FieldType::String) => DataType::Utf8,
+        };
+        fields.push(Field::new(&c.name, t, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+enum Builder {
+    Str(StringBuilder),
+    F64(Float64Builder),
+    I64(Int64Builder),
+    U64(UInt64Builder),
+    Bool(BooleanBuilder),
+}
+
+/// Accumulates series into record batches of the cold schema.
+struct ColdBatcher {
+    schema: SchemaRef,
+    table: TableSchema,
+    time: TimestampNanosecondBuilder,
+    columns: Vec<Builder>,
+    rows: usize,
+}
+
+impl ColdBatcher {
+    fn new(table: &TableSchema) -> Self {
+        let columns = table
+            .columns()
+            .iter()
+            .map(|c| match c.kind {
+                ColumnKind::Tag | ColumnKind::Field(FieldType::String) => Builder::Str(StringBuilder::new()),
+                ColumnKind::Field(FieldType::F64) => Builder::F64(Float64Builder::new()),
+                ColumnKind::Field(FieldType::I64) => Builder::I64(Int64Builder::new()),
+                ColumnKind::Field(FieldType::U64) => Builder::U64(UInt64Builder::new()),
+                ColumnKind::Field(FieldType::Bool) => Builder::Bool(BooleanBuilder::new()),
+            })
+            .collect();
+        ColdBatcher {
+            schema: cold_schema(table),
+            table: table.clone(),
+            time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            columns,
+            rows: 0,
+        }
+    }
+
+    fn add(&mut self, key: &SeriesKey, data: &SeriesData) {
+        let n = data.times.len();
+        self.time.append_slice(&data.times);
+        for (i, (def, b)) in self.table.columns().iter().zip(&mut self.columns).enumerate() {
+            match (def.kind, b) {
+                (ColumnKind::Tag, Builder::Str(b)) => match key.get(&def.name) {
+                    Some(v) => (0..n).for_each(|_| b.append_value(v)),
+                    None => b.append_nulls(n),
+                },
+                (_, b) => {
+                    let col = data.columns.get(i).and_then(Option::as_ref);
+                    append_column(b, col, n);
+                }
+            }
+        }
+        self.rows += n;
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(self.time.finish())];
+        for b in &mut self.columns {
+            arrays.push(match b {
+                Builder::Str(b) => Arc::new(b.finish()),
+                Builder::F64(b) => Arc::new(b.finish()),
+                Builder::I64(b) => Arc::new(b.finish()),
+                Builder::U64(b) => Arc::new(b.finish()),
+                Builder::Bool(b) => Arc::new(b.finish()),
+            });
+        }
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| Error::Internal(format!("cold batch: {e}")))
+    }
+}
+
+fn append_column(b: &mut Builder, col: Option<&Column>, n: usize) {
+    let Some(col) = col else {
+        match b {
+            Builder::Str(b) => b.append_nulls(n),
+            Builder::F64(b) => b.append_nulls(n),
+            Builder::I64(b) => b.append_nulls(n),
+            Builder::U64(b) => b.append_nulls(n),
+            Builder::Bool(b) => b.append_nulls(n),
+        }
+        return;
+    };
+    let valid = |i: usize| col.valid.get(i).copied().unwrap_or(false);
+    match (b, &col.values) {
+        (Builder::Str(b), Values::Str(v)) => (0..n).for_each(|i| b.append_option(valid(i).then(|| v[i].as_str()))),
+        (Builder::F64(b), Values::F64(v)) => (0..n).for_each(|i| b.append_option(valid(i).then(|| v[i]))),
+        (Builder::I64(b), Values::I64(v)) => (0..n).for_each(|i| b.append_option(valid(i).then(|| v[i]))),
+        (Builder::U64(b), Values::U64(v)) => (0..n).for_each(|i| b.append_option(valid(i).then(|| v[i]))),
+        (Builder::Bool(b), Values::Bool(v)) => (0..n).for_each(|i| b.append_option(valid(i).then(|| v[i]))),
+        (b, _) => append_column(b, None, n),
+    }
+}
+
+/// `YYYY-MM-DD` of a time in nanoseconds (UTC), for Hive-style partition paths.
+fn date_of(nanos: i64) -> String {
+    let days = nanos.div_euclid(86_400 * 1_000_000_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Writes the partition's rows as Parquet in memory: the file, its index
+/// and the bytes of its Parquet metadata.
+fn write_parquet(
+    inner: &Inner,
+    database: &str,
+    table: &str,
+    inputs: &[Arc<SegmentHandle>],
+    schema: &TableSchema,
+    row_group_rows: usize,
+) -> Result<(Vec<u8>, ColdIndex, u64)> {
+    let mut batcher = ColdBatcher::new(schema);
+    let mut index =
+        ColdIndex { columns: schema.columns().iter().map(|c| c.name.clone()).collect(), series: Vec::new() };
+    let tag_names: Vec<&str> =
+        schema.columns().iter().filter(|c| c.kind == ColumnKind::Tag).map(|c| c.name.as_str()).collect();
+    let mut every_series_has_every_tag = true;
+    let mut rows = 0u64;
+    let mut batches = Vec::new();
+    crate::compaction::for_each_merged_series(inner, database, table, inputs, schema, |key, data, _| {
+        if data.times.is_empty() {
+            return Ok(());
+        }
+        every_series_has_every_tag &= tag_names.iter().all(|t| key.get(t).is_some());
+        index.series.push(ColdSeries {
+            tags: key.tags().to_vec(),
+            first_row: rows,
+            rows: data.times.len() as u64,
+            min_time: data.times.first().copied().unwrap_or(0),
+            max_time: data.times.last().copied().unwrap_or(0),
+        });
+        rows += data.times.len() as u64;
+        batcher.add(key, &data);
+        if batcher.rows >= row_group_rows {
+            batches.push(batcher.finish()?);
+        }
+        Ok(())
+    })?;
+    if batcher.rows > 0 {
+        batches.push(batcher.finish()?);
+    }
+    // Series come in key order: tag names sorted, then values. That is a sort
+    // by the tag columns in name order only if no series lacks a tag.
+    let mut sorted_tags: Vec<&str> = tag_names.clone();
+    sorted_tags.sort_unstable();
+    let sorting = every_series_has_every_tag.then(|| {
+        let mut cols: Vec<SortingColumn> = sorted_tags
+            .iter()
+            .filter_map(|t| index.columns.iter().position(|c| c == t))
+            .map(|i| SortingColumn { column_idx: (i + 1) as i32, descending: false, nulls_first: true })
+            .collect();
+        cols.push(SortingColumn { column_idx: 0, descending: false, nulls_first: true });
+        cols
+    });
+    // Time and integers delta-encoded, floats byte-stream-split (zstd then
+    // finds the repeated exponent bytes); dictionaries for strings only.
+    let mut props = WriterProperties::builder();
+    for c in
+        std::iter::once((TIME_COLUMN, None)).chain(schema.columns().iter().map(|c| (c.name.as_str(), Some(c.kind))))
+    {
+        let path = ColumnPath::from(c.0);
+        let encoding = match c.1 {
+            None | Some(ColumnKind::Field(FieldType::I64 | FieldType::U64)) => Encoding::DELTA_BINARY_PACKED,
+            Some(ColumnKind::Field(FieldType::F64)) => Encoding::BYTE_STREAM_SPLIT,
+            _ => continue,
+        };
+        props = props.set_column_dictionary_enabled(path.clone(), false).set_column_encoding(path, encoding);
+    }
+    let props = props
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| Error::Internal(e.to_string()))?))
+        // Row groups end where a series ends once they hold `row_group_rows`
+        // (see the loop above), so a one-series query reads one row group;
+        // only a series longer than four times that is split.
+        .set_max_row_group_row_count(Some(row_group_rows.max(1).saturating_mul(4)))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(sorting)
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "telemark.sort".to_string(),
+            format!("series ({}), then time", sorted_tags.join(", ")),
+        )]))
+        .build();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, batcher.schema.clone(), Some(props))
+        .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
+    for b in &batches {
+        writer.write(b).map_err(|e| Error::Internal(format!("parquet write: {e}")))?;
+        // One row group per batch: series never straddle more than they must.
+        writer.flush().map_err(|e| Error::Internal(format!("parquet write: {e}")))?;
+    }
+    writer.close().map_err(|e| Error::Internal(format!("parquet close: {e}")))?;
+    Ok((buf, index, rows))
+}
+
+/// The Parquet metadata bytes of a whole file in memory.
+fn footer_of(file: &[u8]) -> Result<&[u8]> {
+    let n = file.len();
+    let bad = || Error::Internal("the Parquet writer produced a file without a footer".into());
+    if n < 12 || &file[n - 4..] != b"PAR1" {
+        return Err(bad());
+    }
+    let len = u32::from_le_bytes([file[n - 8], file[n - 7], file[n - 6], file[n - 5]]) as usize;
+    file.get(n - 8 - len.min(n - 8)..n - 8).filter(|m| m.len() == len).ok_or_else(bad)
+}
+
+// --- the tiering job ---------------------------------------------------------------------------
+
+/// Moves every partition that ended before `now - after` to the store.
+pub(crate) fn run(inner: &Inner, tier: &Tier, database: Option<&str>) -> Result<TierReport> {
+    let started = Instant::now();
+    let _one_job = lock(&inner.compaction_lock);
+    let mut report = TierReport::default();
+    let after = i64::try_from(tier.options.after.as_nanos()).unwrap_or(i64::MAX);
+    let cut = crate::delete::now_nanos().saturating_sub(after);
+    let width = inner.options.partition_nanos();
+    // (db, table, partition) -> its segments, in precedence order.
+    let mut jobs: BTreeMap<(String, String, i64), Vec<Arc<SegmentHandle>>> = BTreeMap::new();
+    for ((db, table), list) in &read(&inner.state).segments {
+        if database.is_some_and(|d| d != db) {
+            continue;
+        }
+        for h in list {
+            if h.entry.partition_start.saturating_add(width) <= cut {
+                jobs.entry((db.clone(), table.clone(), h.entry.partition_start)).or_default().push(h.clone());
+            }
+        }
+    }
+    for ((db, table, partition), inputs) in jobs {
+        match tier_partition(inner, tier, &db, &table, partition, &inputs) {
+            Ok(Some((object_bytes, rows))) => {
+                report.partitions += 1;
+                report.files += inputs.len();
+                report.segment_bytes += inputs.iter().map(|h| h.entry.bytes).sum::<u64>();
+                report.object_bytes += object_bytes;
+                report.rows += rows;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(database = %db, table = %table, partition, error = %e, "tiering a partition failed; its files stay local");
+                report.failures.push(format!("{db}.{table} partition {}: {e}", date_of(partition)));
+            }
+        }
+    }
+    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if report.partitions > 0 {
+        tracing::info!(
+            partitions = report.partitions,
+            files = report.files,
+            bytes = report.object_bytes,
+            "tiered partitions to object storage"
+        );
+    }
+    Ok(report)
+}
+
+/// Tiers one partition; `None` if every row in it was deleted or expired
+/// (its files are then simply dropped by the next compaction).
+fn tier_partition(
+    inner: &Inner,
+    tier: &Tier,
+    db: &str,
+    table: &str,
+    partition: i64,
+    inputs: &[Arc<SegmentHandle>],
+) -> Result<Option<(u64, u64)>> {
+    let schema = crate::compaction::table_schema(inner, db, table)?;
+    let applied_seq = read(&inner.state).applied_seq;
+    let (file, index, rows) = write_parquet(inner, db, table, inputs, &schema, tier.options.row_group_rows)?;
+    if rows == 0 {
+        return Ok(None);
+    }
+    let id = {
+        let mut m = lock(&inner.manifest);
+        let id = m.next_segment_id;
+        m.next_segment_id += 1;
+        id
+    };
+    let object = format!("{db}/{table}/date={}/{table}-{partition}-{id}.parquet", date_of(partition));
+    let crc = crc32c::crc32c(&file);
+    let metadata_bytes = footer_of(&file)?.to_vec();
+    let bytes = file.len() as u64;
+    tier.upload(&object, bytes::Bytes::from(file), crc)?;
+    crate::failpoint::hit("tier.uploaded");
+    let metadata = ParquetMetaDataReader::decode_metadata(&metadata_bytes)
+        .map_err(|e| Error::Internal(format!("decoding our own Parquet metadata: {e}")))?;
+    let entry = ColdEntry {
+        id,
+        partition_start: partition,
+        min_time: index.series.iter().map(|s| s.min_time).min().unwrap_or(0),
+        max_time: index.series.iter().map(|s| s.max_time).max().unwrap_or(0),
+        rows,
+        bytes,
+        crc32c: crc,
+        object,
+        min_seq: inputs.iter().map(|h| h.entry.min_seq).min().unwrap_or(0),
+        max_seq: inputs.iter().map(|h| h.entry.max_seq).max().unwrap_or(0),
+        purged_seq: applied_seq,
+    };
+    let index_bytes = encode_index(&index, &metadata_bytes)?;
+    crate::fs::write_atomic(inner.backend.as_ref(), &inner.cold_dir.join(ColdEntry::index_name(id)), &index_bytes)?;
+    crate::failpoint::hit("tier.index_written");
+    let handle = Arc::new(ColdHandle::new(entry.clone(), index, metadata)?);
+    let ids: Vec<u64> = inputs.iter().map(|h| h.entry.id).collect();
+    {
+        let mut manifest = lock(&inner.manifest);
+        let mut next = manifest.clone();
+        let t = next
+            .databases
+            .get_mut(db)
+            .and_then(|d| d.tables.get_mut(table))
+            .ok_or_else(|| Error::Internal(format!("table {db}.{table} left the manifest while tiering")))?;
+        t.segments.retain(|s| !ids.contains(&s.id));
+        t.cold.push(entry);
+        let mut state = write(&inner.state);
+        let key = (db.to_string(), table.to_string());
+        if let Some(list) = state.segments.get_mut(&key) {
+            list.retain(|h| !ids.contains(&h.entry.id));
+        }
+        state.segments.retain(|_, l| !l.is_empty());
+        state.cold.entry(key).or_default().push(handle);
+        inner.settle_tombstones(&mut next, &mut state);
+        drop(state);
+        if let Err(e) = next.store(inner.backend.as_ref(), &inner.dir) {
+            inner.poison(format!("storing the manifest after tiering failed: {e}"));
+            return Err(e);
+        }
+        *manifest = next;
+    }
+    crate::failpoint::hit("tier.manifest_swapped");
+    for h in inputs {
+        h.reader.mark_obsolete();
+    }
+    Ok(Some((bytes, rows)))
+}
+
+/// Drops cold files whose rows are all older than `cut(db, table)`: from
+/// the manifest first, then their index files and objects.
+pub(crate) fn drop_expired(inner: &Inner, tier: Option<&Tier>, gone: &[(String, String, ColdEntry)]) {
+    for (_, _, e) in gone {
+        let path = inner.cold_dir.join(ColdEntry::index_name(e.id));
+        if let Err(err) = crate::fs::remove_durable(inner.backend.as_ref(), &path) {
+            tracing::warn!(file = %path.display(), error = %err, "could not remove an expired cold index");
+        }
+        if let Some(tier) = tier {
+            lock(&tier.cache).forget(e.id);
+            if let Err(err) = tier.delete_object(&e.object) {
+                tracing::warn!(object = %e.object, error = %err, "could not delete an expired cold object");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_of_partitions() {
+        assert_eq!(date_of(0), "1970-01-01");
+        assert_eq!(date_of(1_733_000_000 * 1_000_000_000), "2024-11-30");
+        assert_eq!(date_of(951_782_400 * 1_000_000_000), "2000-02-29");
+        assert_eq!(date_of(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn index_round_trip_and_damage() {
+        let index = ColdIndex {
+            columns: vec!["device".into(), "v".into()],
+            series: vec![ColdSeries {
+                tags: vec![("device".into(), "a".into())],
+                first_row: 0,
+                rows: 3,
+                min_time: 1,
+                max_time: 3,
+            }],
+        };
+        // A real Parquet footer from a tiny file.
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(arrow_array::Int64Array::from(vec![1, 2]))]).unwrap();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let meta = footer_of(&buf).unwrap().to_vec();
+        let bytes = encode_index(&index, &meta).unwrap();
+        let p = Path::new("x.tmc");
+        let (back, m) = decode_index(p, &bytes).unwrap();
+        assert_eq!(back, index);
+        assert_eq!(m.file_metadata().num_rows(), 2);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_index(p, &bad).is_err(), "a flipped bit at {i} was not noticed");
+        }
+        for n in 0..bytes.len() {
+            assert!(decode_index(p, &bytes[..n]).is_err());
+        }
+    }
+}
