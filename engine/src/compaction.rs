@@ -568,6 +568,12 @@ pub(crate) fn background(weak: Weak<Inner>) {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "background compaction failed"),
         }
+        #[cfg(feature = "tiering")]
+        if let Some(tier) = inner.tier.clone().filter(|t| t.options.background)
+            && let Err(e) = crate::tiering::run(&inner, &tier, None)
+        {
+            tracing::error!(error = %e, "background tiering failed");
+        }
     }
 }
 

@@ -4,6 +4,9 @@
 //! - `POST /api/v3/admin/compact?db=DB`: flushes, drops expired files and
 //!   compacts the database now; answers when done with files and bytes
 //!   before and after (write access to `DB`);
+//! - `POST /api/v3/admin/tier?db=DB`: moves the database's partitions older
+//!   than `[tiering] after` to object storage now; answers when done with
+//!   partitions, files and bytes moved (write access; 400 without an object store);
 //! - `GET /api/v3/admin/retention`: the rules of the databases the token reads;
 //! - `PUT /api/v3/admin/retention` with `{"db": …, "table": … (optional),
 //!   "keep": "30d"}` sets a rule, `"keep": null` removes it (write access);
@@ -43,6 +46,33 @@ fn respond(state: &AppState, result: Result<serde_json::Value, ApiError>) -> Res
             e.into_response()
         }
     }
+}
+
+/// `POST /api/v3/admin/tier?db=DB`
+pub(crate) async fn tier(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<DbParam>,
+) -> Response {
+    state.metrics.request("http");
+    let result = async {
+        let p = principal(&state, &headers)?;
+        let db = required_db(params)?;
+        p.require_write(&db)?;
+        if !state.db.databases().contains(&db) {
+            return Err(ApiError::new(Kind::NotFound, format!("database `{db}` not found")));
+        }
+        let engine = state.db.clone();
+        let name = db.clone();
+        let report = tokio::task::spawn_blocking(move || engine.tier(Some(&name)))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, format!("tiering task failed: {e}")))??;
+        let mut v = serde_json::to_value(&report).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        v["database"] = serde_json::Value::String(db);
+        Ok(v)
+    }
+    .await;
+    respond(&state, result)
 }
 
 /// `POST /api/v3/admin/compact?db=DB`

@@ -37,6 +37,39 @@ pub struct Config {
     /// Retention rules, applied at every start (rules set over HTTP are kept
     /// in the data directory too; a rule here wins for its database/table).
     pub retention: Vec<RetentionConfig>,
+    /// Object storage for the cold tier; tiering is off without a URL.
+    pub object_store: ObjectStoreConfig,
+    /// When partitions move to object storage.
+    pub tiering: TieringConfig,
+}
+
+/// `[object_store]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket/prefix` (credentials, region and endpoint from the
+    /// standard AWS_* environment variables) or `file:///dir`.
+    pub url: Option<String>,
+}
+
+/// `[tiering]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TieringConfig {
+    /// Partitions that ended longer ago than this move to object storage.
+    pub after: String,
+    /// Tier in the background (with compaction's passes).
+    pub background: bool,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Bytes of decoded cold data kept in memory for queries.
+    pub cache_bytes: usize,
+}
+
+impl Default for TieringConfig {
+    fn default() -> Self {
+        TieringConfig { after: "7d".into(), background: true, row_group_rows: 65_536, cache_bytes: 256 << 20 }
+    }
 }
 
 /// Compaction settings (see `telemark_engine::CompactionOptions`).
@@ -231,6 +264,8 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             compaction: CompactionConfig::default(),
             retention: Vec::new(),
+            object_store: ObjectStoreConfig::default(),
+            tiering: TieringConfig::default(),
         }
     }
 }
@@ -279,8 +314,21 @@ impl Config {
                 bytes_per_second: self.compaction.bytes_per_second,
                 min_free_bytes: self.compaction.min_free_bytes,
             },
+            tiering: self.tiering_options()?,
             ..telemark_engine::Options::default()
         })
+    }
+
+    /// Tiering, when `[object_store] url` is set.
+    fn tiering_options(&self) -> Result<Option<telemark_engine::tiering::TieringOptions>, String> {
+        let Some(url) = &self.object_store.url else { return Ok(None) };
+        let store = telemark_engine::tiering::TierStore::from_url(url).map_err(|e| e.to_string())?;
+        let mut t = telemark_engine::tiering::TieringOptions::new(store);
+        t.after = telemark_engine::parse_duration(&self.tiering.after).map_err(|e| format!("tiering.after: {e}"))?;
+        t.background = self.tiering.background;
+        t.row_group_rows = self.tiering.row_group_rows.max(1);
+        t.cache_bytes = self.tiering.cache_bytes;
+        Ok(Some(t))
     }
 
     /// The `[[retention]]` rules, parsed: (database, table, keep).

@@ -61,6 +61,10 @@ enum Command {
         /// MQTT over TLS address [default: 127.0.0.1:8883]; needs [mqtt.tls] in the config.
         #[arg(long, env = "TELEMARK_MQTTS_ADDR")]
         mqtts_addr: Option<String>,
+        /// Object storage for the cold tier: `s3://bucket/prefix` (credentials and
+        /// endpoint from AWS_* variables) or `file:///dir`.
+        #[arg(long, env = "TELEMARK_OBJECT_STORE")]
+        object_store: Option<String>,
         /// Allow a non-loopback address without tokens (anyone reaching it can read and write).
         #[arg(long)]
         allow_unauthenticated: bool,
@@ -140,6 +144,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             flight_addr,
             mqtt_addr,
             mqtts_addr,
+            object_store,
             allow_unauthenticated,
             print_config,
         } => {
@@ -163,6 +168,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(a) = mqtts_addr {
                 c.mqtt.tls_addr = server::parse_addr(&a)?;
+            }
+            if let Some(url) = object_store {
+                c.object_store.url = Some(url);
             }
             c.allow_unauthenticated |= allow_unauthenticated;
             if print_config {

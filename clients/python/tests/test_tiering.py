@@ -1,0 +1,168 @@
+"""Tiering to a real S3-compatible server (moto_server, started here with dummy keys): old partitions
+move to the bucket as Parquet through `POST /api/v3/admin/tier`, SQL answers the same before and after
+and after a restart, the local segment files are gone, and pyarrow and DuckDB read downloaded copies
+of the objects and agree with Telemark. A bucket that does not exist is a clear startup error."""
+
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from conftest import Server
+
+DAY = 86_400 * 10**9
+HOUR = 3_600 * 10**9
+KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto():
+    port = free_port()
+    exe = pathlib.Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**KEYS, "PATH": "/usr/bin:/bin"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.ConnectionError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def s3(endpoint):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                        aws_secret_access_key="testing", region_name="us-east-1")
+
+
+def env_for(endpoint):
+    return {**KEYS, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
+
+
+CONFIG = """
+[tiering]
+after = "7d"
+background = false
+[compaction]
+background = false
+"""
+
+
+def sql(server, q, db="fleet"):
+    r = requests.post(f"{server.http}/api/v3/query_sql", json={"q": q, "db": db, "format": "json"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+SUMMARY = ("SELECT name, count(*) AS n, sum(fuel) AS fuel, min(CAST(time AS BIGINT)) AS t0, "
+           "max(CAST(time AS BIGINT)) AS t1 FROM readings GROUP BY name ORDER BY name")
+
+
+def test_old_partitions_tier_to_s3_and_read_back_the_same(start_server, moto, tmp_path):
+    bucket = "telemark-tier-1"
+    client = s3(moto)
+    client.create_bucket(Bucket=bucket)
+    s = start_server(CONFIG, extra_args=("--object-store", f"s3://{bucket}/prod"), env=env_for(moto))
+    today = time.time_ns() // DAY * DAY
+    lines = [f"readings,name=truck-{d},fleet=east fuel={d * 1000 + h}.5,velocity={h % 90}i {today - 20 * DAY + h * HOUR}"
+             for d in range(3) for h in range(20 * 24)]
+    r = requests.post(f"{s.http}/api/v2/write", params={"bucket": "fleet", "precision": "ns"},
+                      data="\n".join(lines).encode(), timeout=60)
+    assert r.status_code == 204, r.text
+    before = sql(s, SUMMARY)
+    # Compaction flushes: one file per day.
+    r = requests.post(f"{s.http}/api/v3/admin/compact", params={"db": "fleet"}, timeout=300)
+    assert r.status_code == 200, r.text
+    files_before = len(list((s.data_dir / "segments").glob("*.tms")))
+    assert files_before == 20, files_before
+
+    r = requests.post(f"{s.http}/api/v3/admin/tier", params={"db": "fleet"}, timeout=300)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    # Days that ended more than 7 days ago: 20 - 7 = 13 whole days (give or take the partition the cut falls in).
+    assert 12 <= report["partitions"] <= 13, report
+    assert report["failures"] == [] and report["rows"] == report["partitions"] * 24 * 3, report
+    assert sql(s, SUMMARY) == before, "answers changed after tiering"
+    files_after = len(list((s.data_dir / "segments").glob("*.tms")))
+    assert files_after == files_before - report["partitions"], (files_before, files_after, report)
+
+    objects = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="prod/fleet/readings/")["Contents"]]
+    assert len(objects) == report["partitions"], objects
+    assert all(k.endswith(".parquet") and "/date=" in k for k in objects), objects
+
+    # Downloaded copies: pyarrow and DuckDB read them and agree with Telemark on the tiered range.
+    local = tmp_path / "copy"
+    for k in objects:
+        dest = local / k.removeprefix("prod/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, k, str(dest))
+    first = pq.ParquetFile(next(local.rglob("*.parquet")))
+    schema = first.schema_arrow
+    assert str(schema.field("time").type) == "timestamp[ns, tz=UTC]", schema
+    assert str(schema.field("fuel").type) == "double" and str(schema.field("velocity").type) == "int64", schema
+    stats = first.metadata.row_group(0).column(0).statistics
+    assert stats is not None and stats.has_min_max, "no time statistics"
+    cold_end = max(pq.read_table(p).column("time").cast("int64").to_pylist()[-1] for p in local.rglob("*.parquet"))
+    want = sql(s, "SELECT name, count(*) AS n, sum(fuel) AS fuel FROM readings "
+                  f"WHERE CAST(time AS BIGINT) <= {cold_end} GROUP BY name ORDER BY name")
+    con = duckdb.connect()
+    got = con.execute(
+        f"SELECT name, count(*) AS n, sum(fuel) AS fuel FROM read_parquet('{local}/fleet/readings/*/*.parquet', "
+        "hive_partitioning=true) GROUP BY name ORDER BY name").fetchall()
+    assert [(w["name"], w["n"], w["fuel"]) for w in want] == got
+    table = pq.read_table(local / "fleet" / "readings")
+    assert table.num_rows == sum(w["n"] for w in want)
+
+    # A late row into a tiered day wins over the cold one; a restart answers the same.
+    late_t = today - 19 * DAY
+    r = requests.post(f"{s.http}/api/v2/write", params={"bucket": "fleet", "precision": "ns"},
+                      data=f"readings,name=truck-1,fleet=east fuel=-1.0 {late_t}".encode(), timeout=60)
+    assert r.status_code == 204, r.text
+    q = f"SELECT fuel FROM readings WHERE name = 'truck-1' AND CAST(time AS BIGINT) = {late_t}"
+    assert sql(s, q) == [{"fuel": -1.0}]
+    after = sql(s, SUMMARY)
+    s.stop()
+    s2 = start_server(CONFIG, data_dir=s.data_dir, extra_args=("--object-store", f"s3://{bucket}/prod"),
+                      env=env_for(moto))
+    assert sql(s2, SUMMARY) == after
+    assert sql(s2, q) == [{"fuel": -1.0}]
+    # Tiering again moves nothing new.
+    r = requests.post(f"{s2.http}/api/v3/admin/tier", params={"db": "fleet"}, timeout=300)
+    assert r.status_code == 200 and r.json()["partitions"] <= 1, r.text
+
+
+def test_a_missing_bucket_is_a_clear_startup_error(moto, tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        Server(tmp_path / "data", CONFIG, ("--object-store", "s3://no-such-bucket/x"), env=env_for(moto))
+    assert "no-such-bucket" in str(e.value) and "does not answer" in str(e.value), str(e.value)
+
+
+def test_tiering_without_an_object_store_is_refused(start_server):
+    s = start_server(CONFIG)
+    r = requests.post(f"{s.http}/api/v2/write", params={"bucket": "fleet", "precision": "ns"},
+                      data=b"readings,name=a fuel=1.0 1", timeout=30)
+    assert r.status_code == 204, r.text
+    r = requests.post(f"{s.http}/api/v3/admin/tier", params={"db": "fleet"}, timeout=30)
+    assert r.status_code == 400 and "--object-store" in r.json()["error"], r.text
