@@ -20,8 +20,12 @@
 //! | `compaction.inputs_deleted` | the inputs are unlinked |
 //! | `retention.manifest_swapped` | expired files left the manifest, not the disk |
 //! | `delete.logged` | a delete is durable in the WAL and applied, not yet acknowledged |
+//! | `tier.uploaded` | a cold object is uploaded and verified, its index not written |
+//! | `tier.index_written` | its local index is durable, the manifest is not swapped |
+//! | `tier.manifest_swapped` | the manifest lists the cold file, the segments are not unlinked |
 
-/// Every failpoint name, for tests that crash at each.
+/// Every failpoint name the crash matrix kills a process at (the `tier.*`
+/// points are not in it yet: its child does not tier).
 pub const NAMES: &[&str] = &[
     "flush.segments_written",
     "flush.manifest_stored",
