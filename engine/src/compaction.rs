@@ -76,6 +76,8 @@ pub struct CompactionReport {
     pub elapsed_ms: u64,
     /// Jobs that failed, with their errors; their inputs stay in place.
     pub failures: Vec<String>,
+    /// Cold files (object storage) rewritten or dropped to purge deleted rows.
+    pub cold_files_purged: usize,
 }
 
 /// Segment files of one table's time partition.
@@ -93,6 +95,10 @@ pub struct PartitionFiles {
     pub bytes: u64,
     /// Their rows (duplicates across files counted each time).
     pub rows: u64,
+    /// Files of the partition in object storage (0 or 1).
+    pub cold_files: usize,
+    /// Their bytes.
+    pub cold_bytes: u64,
 }
 
 /// How eagerly to compact.
@@ -178,10 +184,32 @@ pub(crate) fn partitions(inner: &Inner, database: Option<&str>) -> Vec<Partition
                 files: 0,
                 bytes: 0,
                 rows: 0,
+                cold_files: 0,
+                cold_bytes: 0,
             });
             p.files += 1;
             p.bytes += h.entry.bytes;
             p.rows += h.entry.rows;
+        }
+    }
+    #[cfg(feature = "tiering")]
+    for ((db, table), list) in &state.cold {
+        if database.is_some_and(|d| d != db) {
+            continue;
+        }
+        for h in list {
+            let p = by.entry((db.clone(), table.clone(), h.entry.partition_start)).or_insert_with(|| PartitionFiles {
+                database: db.clone(),
+                table: table.clone(),
+                partition_start: h.entry.partition_start,
+                files: 0,
+                bytes: 0,
+                rows: 0,
+                cold_files: 0,
+                cold_bytes: 0,
+            });
+            p.cold_files += 1;
+            p.cold_bytes += h.entry.bytes;
         }
     }
     by.into_values().collect()
@@ -569,10 +597,13 @@ pub(crate) fn background(weak: Weak<Inner>) {
             Err(e) => tracing::error!(error = %e, "background compaction failed"),
         }
         #[cfg(feature = "tiering")]
-        if let Some(tier) = inner.tier.clone().filter(|t| t.options.background)
-            && let Err(e) = crate::tiering::run(&inner, &tier, None)
-        {
-            tracing::error!(error = %e, "background tiering failed");
+        if let Some(tier) = inner.tier.clone().filter(|t| t.options.background) {
+            if let Err(e) = crate::tiering::purge(&inner, &tier, None) {
+                tracing::error!(error = %e, "purging deleted rows from cold files failed");
+            }
+            if let Err(e) = crate::tiering::run(&inner, &tier, None) {
+                tracing::error!(error = %e, "background tiering failed");
+            }
         }
     }
 }

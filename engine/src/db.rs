@@ -99,6 +99,22 @@ pub struct DatabaseStats {
     pub write_stalls: u64,
     /// Time writers spent waiting for the buffer to drain, in nanoseconds.
     pub write_stall_nanos: u64,
+    /// Partitions in object storage (cold files).
+    pub cold_files: usize,
+    /// Bytes of cold files in object storage.
+    pub cold_bytes: u64,
+    /// Cold files uploaded (and verified) since open.
+    pub tier_uploads: u64,
+    /// Bytes uploaded since open.
+    pub tier_upload_bytes: u64,
+    /// Row groups fetched from object storage since open.
+    pub tier_fetches: u64,
+    /// Decoded bytes of the row groups fetched since open.
+    pub tier_fetch_bytes: u64,
+    /// Row groups served from the cache since open.
+    pub tier_cache_hits: u64,
+    /// Unreferenced objects deleted by garbage collection since open.
+    pub tier_garbage_objects: u64,
 }
 
 /// Monotonic counters, read by [`Database::stats`].
@@ -386,6 +402,13 @@ impl Database {
         } else {
             None
         };
+        #[cfg(feature = "tiering")]
+        if let Some(tier) = inner.tier.clone() {
+            // Objects of uploads a crash interrupted.
+            if let Err(e) = crate::tiering::collect_garbage(&inner, &tier) {
+                tracing::warn!(error = %e, "cold-tier garbage collection failed; it is retried on the next tiering run");
+            }
+        }
         Ok((Database { inner, flusher: Mutex::new(flusher), compactor: Mutex::new(compactor) }, report))
     }
 
@@ -574,10 +597,21 @@ impl Database {
     /// partition's files (up to the per-job caps) and rewrites every file a
     /// delete still applies to, until nothing is left to do.
     pub fn compact(&self) -> Result<crate::compaction::CompactionReport> {
+        self.compact_in(None)
+    }
+
+    fn compact_in(&self, database: Option<&str>) -> Result<crate::compaction::CompactionReport> {
         self.inner.check_writable()?;
         self.inner.flush()?;
         self.inner.enforce_retention()?;
-        crate::compaction::run(&self.inner, crate::compaction::Mode::Full, None)
+        #[allow(unused_mut)]
+        let mut report = crate::compaction::run(&self.inner, crate::compaction::Mode::Full, database)?;
+        // Deleted rows leave object storage too.
+        #[cfg(feature = "tiering")]
+        if let Some(tier) = self.inner.tier.clone() {
+            report.cold_files_purged = crate::tiering::purge(&self.inner, &tier, database)?;
+        }
+        Ok(report)
     }
 
     /// Moves every partition older than the tiering threshold (of
@@ -590,15 +624,17 @@ impl Database {
             Error::InvalidInput("tiering is not configured: start with an object store (--object-store URL)".into())
         })?;
         self.inner.flush()?;
-        crate::tiering::run(&self.inner, &tier, database)
+        let purged = crate::tiering::purge(&self.inner, &tier, database)?;
+        let garbage = crate::tiering::collect_garbage(&self.inner, &tier)?;
+        let mut report = crate::tiering::run(&self.inner, &tier, database)?;
+        report.cold_files_purged = purged;
+        report.garbage_objects = garbage;
+        Ok(report)
     }
 
     /// Like [`Database::compact`], for the files of one database only.
     pub fn compact_database(&self, database: &str) -> Result<crate::compaction::CompactionReport> {
-        self.inner.check_writable()?;
-        self.inner.flush()?;
-        self.inner.enforce_retention()?;
-        crate::compaction::run(&self.inner, crate::compaction::Mode::Full, Some(database))
+        self.compact_in(Some(database))
     }
 
     /// Segment files per table and time partition.
@@ -756,6 +792,22 @@ impl Database {
         s.deletes = c.deletes.load(Ordering::Relaxed);
         s.write_stalls = c.write_stalls.load(Ordering::Relaxed);
         s.buffered_bytes_peak = c.buffered_bytes_peak.load(Ordering::Relaxed);
+        #[cfg(feature = "tiering")]
+        {
+            let state = read(&self.inner.state);
+            let cold = state.cold.values().flatten();
+            (s.cold_files, s.cold_bytes) = cold.fold((0, 0), |(n, b), h| (n + 1, b + h.entry.bytes));
+            drop(state);
+            if let Some(t) = &self.inner.tier {
+                let c = &t.counters;
+                s.tier_uploads = c.uploads.load(Ordering::Relaxed);
+                s.tier_upload_bytes = c.upload_bytes.load(Ordering::Relaxed);
+                s.tier_fetches = c.fetches.load(Ordering::Relaxed);
+                s.tier_fetch_bytes = c.fetch_bytes.load(Ordering::Relaxed);
+                s.tier_cache_hits = c.cache_hits.load(Ordering::Relaxed);
+                s.tier_garbage_objects = c.garbage_objects.load(Ordering::Relaxed);
+            }
+        }
         s.write_stall_nanos = c.write_stall_nanos.load(Ordering::Relaxed);
         s
     }

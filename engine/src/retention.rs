@@ -14,6 +14,8 @@
 //!   and its manifest entry are dropped together, so the manifest stays small
 //!   however many retention cycles run.
 
+#[cfg(feature = "tiering")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -133,6 +135,8 @@ impl crate::db::Inner {
         let mut next = manifest.clone();
         let mut dropped: Vec<(String, String, u64)> = Vec::new();
         let mut cold_dropped: Vec<(String, String, crate::manifest::ColdEntry)> = Vec::new();
+        #[cfg(feature = "tiering")]
+        let mut cold_gone: Vec<Arc<crate::tiering::ColdHandle>> = Vec::new();
         for (db, d) in next.databases.iter_mut() {
             for (table, t) in d.tables.iter_mut() {
                 let cut = cutoff(&rules, db, table, now);
@@ -173,7 +177,13 @@ impl crate::db::Inner {
             #[cfg(feature = "tiering")]
             for (db, table, c) in &cold_dropped {
                 if let Some(list) = state.cold.get_mut(&(db.clone(), table.clone())) {
-                    list.retain(|h| h.entry.id != c.id);
+                    list.retain(|h| {
+                        let hit = h.entry.id == c.id;
+                        if hit {
+                            cold_gone.push(h.clone());
+                        }
+                        !hit
+                    });
                 }
             }
             self.settle_tombstones(&mut next, &mut state);
@@ -188,10 +198,14 @@ impl crate::db::Inner {
         for h in &gone {
             h.reader.mark_obsolete();
         }
+        // Their objects go once no running scan holds them.
         #[cfg(feature = "tiering")]
-        crate::tiering::drop_expired(self, self.tier.as_deref(), &cold_dropped);
-        #[cfg(not(feature = "tiering"))]
-        let _ = cold_dropped;
+        if let Some(tier) = &self.tier {
+            for h in &cold_gone {
+                h.retire(tier, &self.cold_dir);
+            }
+        }
+        drop(cold_dropped);
         let n = gone.len();
         drop(gone);
         self.counters.retention_files_dropped.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);

@@ -181,6 +181,10 @@ pub struct TierReport {
     pub elapsed_ms: u64,
     /// Partitions that failed, with why (their files stay local).
     pub failures: Vec<String>,
+    /// Cold files rewritten (or dropped) to purge deleted rows.
+    pub cold_files_purged: usize,
+    /// Unreferenced objects deleted (left by interrupted uploads).
+    pub garbage_objects: usize,
 }
 
 /// Cold-tier counters.
@@ -191,6 +195,7 @@ pub(crate) struct TierCounters {
     pub(crate) fetches: std::sync::atomic::AtomicU64,
     pub(crate) fetch_bytes: std::sync::atomic::AtomicU64,
     pub(crate) cache_hits: std::sync::atomic::AtomicU64,
+    pub(crate) garbage_objects: std::sync::atomic::AtomicU64,
 }
 
 /// The engine's connection to the cold tier: the store, a runtime for its
@@ -198,9 +203,22 @@ pub(crate) struct TierCounters {
 #[derive(Debug)]
 pub(crate) struct Tier {
     pub(crate) options: TieringOptions,
-    runtime: tokio::runtime::Runtime,
+    /// `Some` until dropped (shut down without blocking, so dropping the
+    /// database from inside another runtime does not panic).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     cache: Mutex<RowGroupCache>,
     pub(crate) counters: TierCounters,
+    /// Ids of retired cold files a running scan still holds.
+    held: Arc<Mutex<std::collections::HashSet<u64>>>,
+}
+
+impl Drop for Tier {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Tier {
@@ -212,13 +230,21 @@ impl Tier {
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the object-store runtime: {e}")))?;
         let cache = Mutex::new(RowGroupCache::new(options.cache_bytes));
-        Ok(Tier { options, runtime, cache, counters: TierCounters::default() })
+        let handle = runtime.handle().clone();
+        Ok(Tier {
+            options,
+            runtime: Some(runtime),
+            handle,
+            cache,
+            counters: TierCounters::default(),
+            held: Arc::default(),
+        })
     }
 
     /// Runs `f` on the tier's runtime and waits for it.
     fn block<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.runtime.spawn(async move {
+        self.handle.spawn(async move {
             let _ = tx.send(f.await);
         });
         rx.recv().map_err(|_| Error::Internal("the object-store task ended without an answer".into()))
@@ -487,6 +513,39 @@ pub(crate) struct ColdHandle {
     keys: Vec<SeriesKey>,
     metadata: ArrowReaderMetadata,
     row_group_starts: Vec<u64>,
+    /// Set when the file left the manifest: the last holder deletes it.
+    retired: Mutex<Option<Retired>>,
+}
+
+/// How a retired cold file is deleted when its last holder drops it.
+#[derive(Debug)]
+struct Retired {
+    store: Arc<dyn ObjectStore>,
+    object: ObjectPath,
+    index: std::path::PathBuf,
+    runtime: tokio::runtime::Handle,
+    held: Arc<Mutex<std::collections::HashSet<u64>>>,
+}
+
+impl Drop for ColdHandle {
+    fn drop(&mut self) {
+        let Some(r) = self.retired.get_mut().ok().and_then(Option::take) else { return };
+        // Not fsynced: after a crash the index is unreferenced and open removes it.
+        if let Err(e) = std::fs::remove_file(&r.index)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %r.index.display(), error = %e, "cannot remove a retired cold index");
+        }
+        let id = self.entry.id;
+        // Fire and forget: if the process dies first, garbage collection finds the object.
+        r.runtime.spawn(async move {
+            match r.store.delete(&r.object).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(object = %r.object, error = %e, "cannot delete a retired cold object"),
+            }
+            lock(&r.held).remove(&id);
+        });
+    }
 }
 
 impl ColdHandle {
@@ -500,7 +559,21 @@ impl ColdHandle {
             at += rg.num_rows() as u64;
         }
         let keys = index.series.iter().map(|s| SeriesKey::new(s.tags.clone())).collect();
-        Ok(ColdHandle { entry, index, keys, metadata, row_group_starts })
+        Ok(ColdHandle { entry, index, keys, metadata, row_group_starts, retired: Mutex::new(None) })
+    }
+
+    /// The file left the manifest: delete its object and index once the
+    /// last scan holding it is done.
+    pub(crate) fn retire(&self, tier: &Tier, cold_dir: &Path) {
+        lock(&tier.cache).forget(self.entry.id);
+        lock(&tier.held).insert(self.entry.id);
+        *lock(&self.retired) = Some(Retired {
+            store: tier.options.store.store.clone(),
+            object: tier.options.store.path(&self.entry.object),
+            index: cold_dir.join(ColdEntry::index_name(self.entry.id)),
+            runtime: tier.handle.clone(),
+            held: tier.held.clone(),
+        });
     }
 
     pub(crate) fn series_key(&self, i: usize) -> Option<&SeriesKey> {
@@ -753,15 +826,12 @@ fn date_of(nanos: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Writes the partition's rows as Parquet in memory: the file, its index
-/// and the bytes of its Parquet metadata.
-fn write_parquet(
-    inner: &Inner,
-    database: &str,
-    table: &str,
-    inputs: &[Arc<SegmentHandle>],
+/// Writes the series `produce` hands over (in key order) as Parquet in
+/// memory: the file, its index and its row count.
+fn build_parquet(
     schema: &TableSchema,
     row_group_rows: usize,
+    produce: impl FnOnce(&mut dyn FnMut(&SeriesKey, SeriesData) -> Result<()>) -> Result<()>,
 ) -> Result<(Vec<u8>, ColdIndex, u64)> {
     let mut batcher = ColdBatcher::new(schema);
     let mut index =
@@ -771,7 +841,7 @@ fn write_parquet(
     let mut every_series_has_every_tag = true;
     let mut rows = 0u64;
     let mut batches = Vec::new();
-    crate::compaction::for_each_merged_series(inner, database, table, inputs, schema, |key, data, _| {
+    produce(&mut |key: &SeriesKey, data: SeriesData| {
         if data.times.is_empty() {
             return Ok(());
         }
@@ -918,17 +988,52 @@ fn tier_partition(
 ) -> Result<Option<(u64, u64)>> {
     let schema = crate::compaction::table_schema(inner, db, table)?;
     let applied_seq = read(&inner.state).applied_seq;
-    let (file, index, rows) = write_parquet(inner, db, table, inputs, &schema, tier.options.row_group_rows)?;
+    let (file, index, rows) = build_parquet(&schema, tier.options.row_group_rows, |emit| {
+        crate::compaction::for_each_merged_series(inner, db, table, inputs, &schema, |key, data, _| emit(key, data))
+    })?;
     if rows == 0 {
         return Ok(None);
     }
+    let seqs = (
+        inputs.iter().map(|h| h.entry.min_seq).min().unwrap_or(0),
+        inputs.iter().map(|h| h.entry.max_seq).max().unwrap_or(0),
+        applied_seq,
+    );
+    let bytes = file.len() as u64;
+    install(inner, tier, db, table, partition, file, index, rows, seqs, Replaces::Segments(inputs))?;
+    Ok(Some((bytes, rows)))
+}
+
+/// What a new cold file takes the place of.
+enum Replaces<'a> {
+    /// The segments of the partition it tiers.
+    Segments(&'a [Arc<SegmentHandle>]),
+    /// An older version of itself (a purge rewrote it).
+    Cold(&'a Arc<ColdHandle>),
+}
+
+/// Uploads and verifies a cold file, writes its index, swaps the manifest
+/// and retires what it replaces. `seqs` = (min_seq, max_seq, purged_seq).
+#[allow(clippy::too_many_arguments)]
+fn install(
+    inner: &Inner,
+    tier: &Tier,
+    db: &str,
+    table: &str,
+    partition: i64,
+    file: Vec<u8>,
+    index: ColdIndex,
+    rows: u64,
+    seqs: (u64, u64, u64),
+    replaces: Replaces<'_>,
+) -> Result<()> {
     let id = {
         let mut m = lock(&inner.manifest);
         let id = m.next_segment_id;
         m.next_segment_id += 1;
         id
     };
-    let object = format!("{db}/{table}/date={}/{table}-{partition}-{id}.parquet", date_of(partition));
+    let object = object_name(db, table, partition, id);
     let crc = crc32c::crc32c(&file);
     let metadata_bytes = footer_of(&file)?.to_vec();
     let bytes = file.len() as u64;
@@ -945,15 +1050,18 @@ fn tier_partition(
         bytes,
         crc32c: crc,
         object,
-        min_seq: inputs.iter().map(|h| h.entry.min_seq).min().unwrap_or(0),
-        max_seq: inputs.iter().map(|h| h.entry.max_seq).max().unwrap_or(0),
-        purged_seq: applied_seq,
+        min_seq: seqs.0,
+        max_seq: seqs.1,
+        purged_seq: seqs.2,
     };
     let index_bytes = encode_index(&index, &metadata_bytes)?;
     crate::fs::write_atomic(inner.backend.as_ref(), &inner.cold_dir.join(ColdEntry::index_name(id)), &index_bytes)?;
     crate::failpoint::hit("tier.index_written");
     let handle = Arc::new(ColdHandle::new(entry.clone(), index, metadata)?);
-    let ids: Vec<u64> = inputs.iter().map(|h| h.entry.id).collect();
+    let (segment_ids, cold_id): (Vec<u64>, Option<u64>) = match &replaces {
+        Replaces::Segments(inputs) => (inputs.iter().map(|h| h.entry.id).collect(), None),
+        Replaces::Cold(old) => (Vec::new(), Some(old.entry.id)),
+    };
     {
         let mut manifest = lock(&inner.manifest);
         let mut next = manifest.clone();
@@ -962,15 +1070,18 @@ fn tier_partition(
             .get_mut(db)
             .and_then(|d| d.tables.get_mut(table))
             .ok_or_else(|| Error::Internal(format!("table {db}.{table} left the manifest while tiering")))?;
-        t.segments.retain(|s| !ids.contains(&s.id));
+        t.segments.retain(|s| !segment_ids.contains(&s.id));
+        t.cold.retain(|c| Some(c.id) != cold_id);
         t.cold.push(entry);
         let mut state = write(&inner.state);
         let key = (db.to_string(), table.to_string());
         if let Some(list) = state.segments.get_mut(&key) {
-            list.retain(|h| !ids.contains(&h.entry.id));
+            list.retain(|h| !segment_ids.contains(&h.entry.id));
         }
         state.segments.retain(|_, l| !l.is_empty());
-        state.cold.entry(key).or_default().push(handle);
+        let cold = state.cold.entry(key).or_default();
+        cold.retain(|h| Some(h.entry.id) != cold_id);
+        cold.push(handle);
         inner.settle_tombstones(&mut next, &mut state);
         drop(state);
         if let Err(e) = next.store(inner.backend.as_ref(), &inner.dir) {
@@ -980,27 +1091,160 @@ fn tier_partition(
         *manifest = next;
     }
     crate::failpoint::hit("tier.manifest_swapped");
-    for h in inputs {
-        h.reader.mark_obsolete();
+    match replaces {
+        Replaces::Segments(inputs) => inputs.iter().for_each(|h| h.reader.mark_obsolete()),
+        Replaces::Cold(old) => old.retire(tier, &inner.cold_dir),
     }
-    Ok(Some((bytes, rows)))
+    Ok(())
 }
 
-/// Drops cold files whose rows are all older than `cut(db, table)`: from
-/// the manifest first, then their index files and objects.
-pub(crate) fn drop_expired(inner: &Inner, tier: Option<&Tier>, gone: &[(String, String, ColdEntry)]) {
-    for (_, _, e) in gone {
-        let path = inner.cold_dir.join(ColdEntry::index_name(e.id));
-        if let Err(err) = crate::fs::remove_durable(inner.backend.as_ref(), &path) {
-            tracing::warn!(file = %path.display(), error = %err, "could not remove an expired cold index");
-        }
-        if let Some(tier) = tier {
-            lock(&tier.cache).forget(e.id);
-            if let Err(err) = tier.delete_object(&e.object) {
-                tracing::warn!(object = %e.object, error = %err, "could not delete an expired cold object");
+/// `<db>/<table>/date=YYYY-MM-DD/<table>-<partition>-<id>.parquet`
+fn object_name(db: &str, table: &str, partition: i64, id: u64) -> String {
+    format!("{db}/{table}/date={}/{table}-{partition}-{id}.parquet", date_of(partition))
+}
+
+/// The id in an object name `object_name` made.
+fn id_of_object(name: &str) -> Option<u64> {
+    name.rsplit('/').next()?.strip_suffix(".parquet")?.rsplit('-').next()?.parse().ok()
+}
+
+/// Rewrites the cold files that hold rows of a pending delete without them,
+/// so the rows are gone from object storage too (the delete then moves to
+/// the delete log). Returns the files rewritten.
+pub(crate) fn purge(inner: &Inner, tier: &Tier, database: Option<&str>) -> Result<usize> {
+    let _one_job = lock(&inner.compaction_lock);
+    let work: Vec<(String, String, Arc<ColdHandle>)> = {
+        let state = read(&inner.state);
+        let mut v = Vec::new();
+        for ((db, table), list) in &state.cold {
+            if database.is_some_and(|d| d != db) {
+                continue;
+            }
+            for h in list {
+                let hit = state.tombstones.iter().any(|t| {
+                    t.is_for(db, table)
+                        && t.applies_to(h.entry.max_seq, h.entry.purged_seq)
+                        && h.may_hold(&t.tags, t.range())
+                });
+                if hit {
+                    v.push((db.clone(), table.clone(), h.clone()));
+                }
             }
         }
+        v
+    };
+    let mut done = 0;
+    for (db, table, old) in work {
+        let schema = crate::compaction::table_schema(inner, &db, &table)?;
+        let (tombstones, applied_seq) = {
+            let s = read(&inner.state);
+            (s.tombstones.iter().filter(|t| t.is_for(&db, &table)).cloned().collect::<Vec<_>>(), s.applied_seq)
+        };
+        let wanted: Vec<(usize, String, ColumnKind)> = schema
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind != ColumnKind::Tag)
+            .map(|(i, c)| (i, c.name.clone(), c.kind))
+            .collect();
+        let (file, index, rows) = build_parquet(&schema, tier.options.row_group_rows, |emit| {
+            for i in 0..old.index.series.len() {
+                let Some(key) = old.series_key(i) else { continue };
+                let mut data = tier.read_series(&old, i, &wanted, schema.len(), TimeRange::ALL)?;
+                let hidden = crate::delete::hidden_ranges(
+                    &tombstones,
+                    &db,
+                    &table,
+                    key,
+                    old.entry.max_seq,
+                    old.entry.purged_seq,
+                );
+                crate::delete::retain_rows(&mut data, &hidden, i64::MIN);
+                emit(key, data)?;
+            }
+            Ok(())
+        })?;
+        let seqs = (old.entry.min_seq, old.entry.max_seq, applied_seq);
+        if rows == 0 {
+            drop_cold(inner, tier, &db, &table, &old)?;
+        } else {
+            install(
+                inner,
+                tier,
+                &db,
+                &table,
+                old.entry.partition_start,
+                file,
+                index,
+                rows,
+                seqs,
+                Replaces::Cold(&old),
+            )?;
+        }
+        tracing::info!(database = %db, table = %table, object = %old.entry.object, rows, "purged deleted rows from a cold file");
+        done += 1;
     }
+    Ok(done)
+}
+
+/// Removes a cold file every row of which was deleted.
+fn drop_cold(inner: &Inner, tier: &Tier, db: &str, table: &str, old: &Arc<ColdHandle>) -> Result<()> {
+    let mut manifest = lock(&inner.manifest);
+    let mut next = manifest.clone();
+    if let Some(t) = next.databases.get_mut(db).and_then(|d| d.tables.get_mut(table)) {
+        t.cold.retain(|c| c.id != old.entry.id);
+    }
+    let mut state = write(&inner.state);
+    if let Some(list) = state.cold.get_mut(&(db.to_string(), table.to_string())) {
+        list.retain(|h| h.entry.id != old.entry.id);
+    }
+    inner.settle_tombstones(&mut next, &mut state);
+    drop(state);
+    if let Err(e) = next.store(inner.backend.as_ref(), &inner.dir) {
+        inner.poison(format!("storing the manifest after a cold purge failed: {e}"));
+        return Err(e);
+    }
+    *manifest = next;
+    drop(manifest);
+    old.retire(tier, &inner.cold_dir);
+    Ok(())
+}
+
+/// Deletes objects under the prefix that no cold entry references: uploads
+/// of jobs that crashed before their manifest swap, and files retired while
+/// the process died before deleting them. Runs under the job lock, so no
+/// upload of this process is in flight; objects still read by a running
+/// scan (retired but held) are kept; objects whose id is not below the
+/// manifest's next id (another writer's, or not ours) are never touched.
+/// Object modification times are not trusted for anything.
+pub(crate) fn collect_garbage(inner: &Inner, tier: &Tier) -> Result<usize> {
+    let _one_job = lock(&inner.compaction_lock);
+    let (referenced, next_id): (std::collections::HashSet<String>, u64) = {
+        let m = lock(&inner.manifest);
+        let refs = m.databases.values().flat_map(|d| d.tables.values()).flat_map(|t| t.cold.iter());
+        (refs.map(|c| c.object.clone()).collect(), m.next_segment_id)
+    };
+    let held = lock(&tier.held).clone();
+    let store = tier.options.store.store.clone();
+    let prefix = tier.options.store.prefix.clone();
+    let listed: Vec<ObjectPath> = tier
+        .block(async move { store.list(Some(&prefix)).map_ok(|m| m.location).try_collect::<Vec<_>>().await })?
+        .map_err(|e| Error::ObjectStore(format!("listing {}: {e}", tier.options.store.description)))?;
+    let prefix_len = tier.options.store.prefix.as_ref().len();
+    let mut removed = 0;
+    for path in listed {
+        let full = path.as_ref();
+        let relative = full.get(prefix_len..).unwrap_or(full).trim_start_matches('/');
+        let Some(id) = id_of_object(relative) else { continue };
+        if referenced.contains(relative) || held.contains(&id) || id >= next_id {
+            continue;
+        }
+        tier.delete_object(relative)?;
+        tracing::info!(object = %full, "deleted an unreferenced cold object");
+        removed += 1;
+    }
+    tier.counters.garbage_objects.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ pub(crate) async fn compact(
             "rows_written": report.rows_written,
             "elapsed_ms": report.elapsed_ms,
             "failures": report.failures,
+            "cold_files_purged": report.cold_files_purged,
             "tables": tables(&state, &db),
         }))
     }
@@ -115,22 +116,35 @@ pub(crate) async fn compact(
 
 /// Segment files and bytes per table of `db`, with its partitions.
 pub(crate) fn tables(state: &AppState, db: &str) -> serde_json::Value {
-    let mut by: std::collections::BTreeMap<String, (usize, u64, usize, usize)> = Default::default();
+    #[derive(Default)]
+    struct Sum {
+        files: usize,
+        bytes: u64,
+        partitions: usize,
+        max: usize,
+        cold_files: usize,
+        cold_bytes: u64,
+    }
+    let mut by: std::collections::BTreeMap<String, Sum> = Default::default();
     for p in state.db.partitions(Some(db)) {
         let e = by.entry(p.table.clone()).or_default();
-        e.0 += p.files;
-        e.1 += p.bytes;
-        e.2 += 1;
-        e.3 = e.3.max(p.files);
+        e.files += p.files;
+        e.bytes += p.bytes;
+        e.partitions += 1;
+        e.max = e.max.max(p.files);
+        e.cold_files += p.cold_files;
+        e.cold_bytes += p.cold_bytes;
     }
     by.into_iter()
-        .map(|(table, (files, bytes, partitions, max))| {
+        .map(|(table, e)| {
             serde_json::json!({
                 "table": table,
-                "files": files,
-                "bytes": bytes,
-                "partitions": partitions,
-                "max_files_per_partition": max,
+                "files": e.files,
+                "bytes": e.bytes,
+                "partitions": e.partitions,
+                "max_files_per_partition": e.max,
+                "cold_files": e.cold_files,
+                "cold_bytes": e.cold_bytes,
             })
         })
         .collect()

@@ -178,6 +178,23 @@ impl Metrics {
             "Time writers waited for the write buffer to drain.",
             &[(String::new(), format!("{}", db.write_stall_nanos as f64 / 1e9))],
         );
+        for (name, kind, help, v) in [
+            ("telemark_cold_files", "gauge", "Partitions in object storage.", db.cold_files as u64),
+            ("telemark_cold_bytes", "gauge", "Bytes of partitions in object storage.", db.cold_bytes),
+            ("telemark_tier_uploads_total", "counter", "Cold files uploaded and verified.", db.tier_uploads),
+            ("telemark_tier_upload_bytes_total", "counter", "Bytes uploaded to object storage.", db.tier_upload_bytes),
+            ("telemark_tier_fetches_total", "counter", "Row groups fetched from object storage.", db.tier_fetches),
+            ("telemark_tier_fetch_bytes_total", "counter", "Decoded bytes of row groups fetched.", db.tier_fetch_bytes),
+            ("telemark_tier_cache_hits_total", "counter", "Cold row groups served from the cache.", db.tier_cache_hits),
+            (
+                "telemark_tier_garbage_objects_total",
+                "counter",
+                "Unreferenced objects deleted by garbage collection.",
+                db.tier_garbage_objects,
+            ),
+        ] {
+            metric(name, kind, help, &one(v));
+        }
         metric(
             "telemark_buffer_peak_bytes",
             "gauge",

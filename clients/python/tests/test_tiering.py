@@ -166,3 +166,51 @@ def test_tiering_without_an_object_store_is_refused(start_server):
     assert r.status_code == 204, r.text
     r = requests.post(f"{s.http}/api/v3/admin/tier", params={"db": "fleet"}, timeout=30)
     assert r.status_code == 400 and "--object-store" in r.json()["error"], r.text
+
+
+def test_a_device_delete_is_purged_from_the_objects_by_compaction(start_server, moto, tmp_path):
+    bucket = "telemark-tier-purge"
+    client = s3(moto)
+    client.create_bucket(Bucket=bucket)
+    s = start_server(CONFIG, extra_args=("--object-store", f"s3://{bucket}/p"), env=env_for(moto))
+    today = time.time_ns() // DAY * DAY
+    lines = [f"readings,name=truck-{d} fuel={d}.25,note=\"marker-{d}-x9\" {today - 12 * DAY + h * HOUR}"
+             for d in range(3) for h in range(12 * 24)]
+    r = requests.post(f"{s.http}/api/v2/write", params={"bucket": "fleet", "precision": "ns"},
+                      data="\n".join(lines).encode(), timeout=60)
+    assert r.status_code == 204, r.text
+    r = requests.post(f"{s.http}/api/v3/admin/tier", params={"db": "fleet"}, timeout=300)
+    assert r.status_code == 200 and r.json()["partitions"] == 5, r.text
+    storage = requests.get(f"{s.http}/api/v3/storage", params={"db": "fleet"}, timeout=30).json()
+    readings = next(t for t in storage["tables"] if t["table"] == "readings")
+    assert readings["cold_files"] == 5 and readings["cold_bytes"] > 0, readings
+    metrics = requests.get(f"{s.http}/metrics", timeout=30).text
+    assert "telemark_cold_files 5" in metrics and "telemark_tier_uploads_total 5" in metrics, metrics
+
+    r = requests.post(f"{s.http}/api/v3/query_sql", json={"q": "DELETE FROM readings WHERE name = 'truck-1'",
+                                                          "db": "fleet", "format": "json"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert sql(s, "SELECT count(*) AS n FROM readings WHERE name = 'truck-1'") == [{"n": 0}]
+    pending, = [d for d in requests.get(f"{s.http}/api/v3/admin/deletes", params={"db": "fleet"},
+                                        timeout=30).json()["pending"]]
+    r = requests.post(f"{s.http}/api/v3/admin/compact", params={"db": "fleet"}, timeout=300)
+    assert r.status_code == 200 and r.json()["cold_files_purged"] == 5, r.text
+    deletes = requests.get(f"{s.http}/api/v3/admin/deletes", params={"db": "fleet"}, timeout=30).json()
+    assert deletes["pending"] == [] and len(deletes["purged"]) == 1, deletes
+
+    # Every object left in the bucket: no row of truck-1, and the old objects are gone.
+    def keys():
+        return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    deadline = time.time() + 10
+    while len(keys()) != 5 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(keys()) == 5, keys()
+    names = set()
+    for i, k in enumerate(keys()):
+        dest = tmp_path / f"o{i}.parquet"
+        client.download_file(bucket, k, str(dest))
+        names |= set(pq.read_table(dest).column("name").to_pylist())
+        assert b"marker-1-x9" not in dest.read_bytes()
+    assert names == {"truck-0", "truck-2"}, names
+    assert sql(s, "SELECT name, count(*) AS n FROM readings GROUP BY name ORDER BY name") == [
+        {"name": "truck-0", "n": 12 * 24}, {"name": "truck-2", "n": 12 * 24}]
