@@ -34,7 +34,7 @@ use telemark_engine::{Database, ScanRequest};
 #[allow(dead_code, reason = "the child's `main` runs only in the child process; the test shares its scenario")]
 mod lifecycle_child;
 
-use lifecycle_child::{DATABASE, DAY, KEEP, SCENARIO, Step, TABLE, delete_request, options, rows};
+use lifecycle_child::{DATABASE, DAY, KEEP, SCENARIO, Step, TABLE, delete_request, object_dir, options, rows};
 
 /// What a scan returns: `(device, time)` → `(id, v as bits)`.
 type Rows = BTreeMap<(u8, i64), (i64, u64)>;
@@ -86,7 +86,7 @@ impl Model {
                 self.rows.retain(|(_, t), _| *t >= cutoff);
                 None
             }
-            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Close => None,
+            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Tier | Step::Close => None,
         }
     }
 }
@@ -210,20 +210,20 @@ fn check(dir: &Path, base: i64, log: &Log, label: &str) {
                 applied.apply(base, step);
                 alternatives.push(applied);
             }
-            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Close => {}
+            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Tier | Step::Close => {}
             step @ (Step::Write { .. } | Step::SetRetention) => panic!("{label}: no failpoint in step {step:?}"),
         }
     }
 
-    let db = Database::open(dir, options()).unwrap_or_else(|e| panic!("{label}: reopen failed: {e}"));
-    verify(&db, &format!("{label}, after reopen"));
+    let db = Database::open(dir, options(dir)).unwrap_or_else(|e| panic!("{label}: reopen failed: {e}"));
+    verify(&db, dir, &format!("{label}, after reopen"));
     let got = read_rows(&db);
     let matching: Vec<&Model> = alternatives.iter().filter(|m| m.rows == got).collect();
     assert!(!matching.is_empty(), "{label}: after reopen, {}", diff(&alternatives[0].rows, &got));
 
     let report = db.compact().unwrap_or_else(|e| panic!("{label}: compaction after reopen failed: {e}"));
     assert!(report.failures.is_empty(), "{label}: compaction after reopen: {:?}", report.failures);
-    verify(&db, &format!("{label}, after compaction"));
+    verify(&db, dir, &format!("{label}, after compaction"));
     let after = read_rows(&db);
     assert!(after == got, "{label}: compaction changed the answer: {}", diff(&got, &after));
     let (pending, purged) = db.deletes(Some(DATABASE));
@@ -247,15 +247,28 @@ fn check(dir: &Path, base: i64, log: &Log, label: &str) {
     );
     db.close().unwrap_or_else(|e| panic!("{label}: close failed: {e}"));
 
-    let db = Database::open(dir, options()).unwrap_or_else(|e| panic!("{label}: second reopen failed: {e}"));
-    verify(&db, &format!("{label}, after the second reopen"));
+    let db = Database::open(dir, options(dir)).unwrap_or_else(|e| panic!("{label}: second reopen failed: {e}"));
+    verify(&db, dir, &format!("{label}, after the second reopen"));
     let again = read_rows(&db);
     assert!(again == got, "{label}: the second reopen changed the answer: {}", diff(&got, &again));
 }
 
-fn verify(db: &Database, label: &str) {
+fn verify(db: &Database, dir: &Path, label: &str) {
     let report = db.verify().unwrap_or_else(|e| panic!("{label}: verify failed: {e}"));
     assert!(report.unreferenced.is_empty(), "{label}: files the manifest does not list: {:?}", report.unreferenced);
+    // One copy of every cold partition: every object in the store is referenced.
+    let objects = walk(&object_dir(dir)).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count();
+    assert_eq!(objects, db.stats().cold_files, "{label}: objects in the store vs cold files referenced");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
 }
 
 fn read_rows(db: &Database) -> Rows {
@@ -312,6 +325,9 @@ crash_tests! {
     crash_after_compaction_inputs_deleted: "compaction.inputs_deleted",
     crash_after_retention_manifest_swapped: "retention.manifest_swapped",
     crash_after_delete_logged: "delete.logged",
+    crash_after_tier_uploaded: "tier.uploaded",
+    crash_after_tier_index_written: "tier.index_written",
+    crash_after_tier_manifest_swapped: "tier.manifest_swapped",
 }
 
 #[test]

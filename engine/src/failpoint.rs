@@ -24,8 +24,7 @@
 //! | `tier.index_written` | its local index is durable, the manifest is not swapped |
 //! | `tier.manifest_swapped` | the manifest lists the cold file, the segments are not unlinked |
 
-/// Every failpoint name the crash matrix kills a process at (the `tier.*`
-/// points are not in it yet: its child does not tier).
+/// Every failpoint name, for tests that crash at each.
 pub const NAMES: &[&str] = &[
     "flush.segments_written",
     "flush.manifest_stored",
@@ -34,6 +33,9 @@ pub const NAMES: &[&str] = &[
     "compaction.inputs_deleted",
     "retention.manifest_swapped",
     "delete.logged",
+    "tier.uploaded",
+    "tier.index_written",
+    "tier.manifest_swapped",
 ];
 
 /// Aborts the process if `TELEMARK_FAILPOINT` names this point, or sleeps

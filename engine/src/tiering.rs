@@ -537,14 +537,22 @@ impl Drop for ColdHandle {
             tracing::warn!(file = %r.index.display(), error = %e, "cannot remove a retired cold index");
         }
         let id = self.entry.id;
-        // Fire and forget: if the process dies first, garbage collection finds the object.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // If the process dies first, garbage collection finds the object.
         r.runtime.spawn(async move {
             match r.store.delete(&r.object).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => tracing::warn!(object = %r.object, error = %e, "cannot delete a retired cold object"),
             }
             lock(&r.held).remove(&id);
+            let _ = tx.send(());
         });
+        // Outside any async runtime (the engine's own threads, a library
+        // caller) wait for it, so the object is gone when the caller goes on;
+        // on a runtime's thread, never block.
+        if tokio::runtime::Handle::try_current().is_err() {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+        }
     }
 }
 
@@ -1027,10 +1035,16 @@ fn install(
     seqs: (u64, u64, u64),
     replaces: Replaces<'_>,
 ) -> Result<()> {
+    // The id is stored before the upload: an object a crash leaves behind
+    // then has an id below the manifest's next id, so the garbage
+    // collection at the next open recognises it as ours and unreferenced.
     let id = {
         let mut m = lock(&inner.manifest);
         let id = m.next_segment_id;
-        m.next_segment_id += 1;
+        let mut next = m.clone();
+        next.next_segment_id += 1;
+        next.store(inner.backend.as_ref(), &inner.dir)?;
+        *m = next;
         id
     };
     let object = object_name(db, table, partition, id);

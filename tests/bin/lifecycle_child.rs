@@ -24,6 +24,9 @@
 use std::io::Write;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
+use telemark_engine::tiering::{TierStore, TieringOptions};
 use telemark_engine::{CompactionOptions, Database, DeleteRequest, Options, WriteBatch};
 
 pub(crate) const DATABASE: &str = "life";
@@ -56,6 +59,8 @@ pub(crate) enum Step {
     SetRetention,
     EnforceRetention,
     Compact,
+    /// Moves partitions older than 7 days to the object store.
+    Tier,
     Close,
 }
 
@@ -72,6 +77,10 @@ pub(crate) const SCENARIO: &[Step] = &[
     Step::Flush,
     Step::Write { id: 4, days: &[-40, -1, 0], hours: &[9], devices: ALL },
     Step::Flush,
+    // Days -10 and -9 go to the object store at the first `Tier`.
+    Step::Write { id: 10, days: &[-10, -9], hours: &[5, 6], devices: ALL },
+    Step::Flush,
+    Step::Write { id: 11, days: &[-10], hours: &[6, 7], devices: ALL },
     Step::Delete { device: 1, range: None },
     // After the delete: d1's row stays; d2's goes with the next delete.
     Step::Write { id: 5, days: &[-1], hours: &[4], devices: &[1, 2] },
@@ -83,6 +92,11 @@ pub(crate) const SCENARIO: &[Step] = &[
     Step::EnforceRetention,
     Step::Write { id: 7, days: &[-1, 0], hours: &[11], devices: ALL },
     Step::Compact,
+    Step::Tier,
+    // A delete reaching into a cold day (purged from the object by the next compaction),
+    // and a late row into a cold day that overwrites a cold row.
+    Step::Delete { device: 4, range: Some((-10 * DAY, -9 * DAY)) },
+    Step::Write { id: 12, days: &[-10], hours: &[5], devices: &[0, 4] },
     Step::Delete { device: 3, range: Some((-DAY, -DAY + 9 * HOUR)) },
     // Overwrites compacted rows; d3's come back after its delete.
     Step::Write { id: 8, days: &[-1], hours: &[1, 2, 3], devices: ALL },
@@ -129,11 +143,24 @@ pub(crate) fn delete_request(base: i64, device: u8, range: Option<(i64, i64)>) -
     }
 }
 
-/// Options without background threads, so only the scenario's steps flush and compact.
-pub(crate) fn options() -> Options {
+/// The object store of the data directory `dir`: the directory `<dir>.objects`.
+pub(crate) fn object_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".objects");
+    PathBuf::from(name)
+}
+
+/// Options without background threads, so only the scenario's steps flush,
+/// compact and tier; tiering to a local directory beside `dir`.
+pub(crate) fn options(dir: &Path) -> Options {
+    let store = TierStore::from_url(&format!("file://{}", object_dir(dir).display())).unwrap();
+    let mut tiering = TieringOptions::new(store);
+    tiering.background = false;
+    tiering.after = Duration::from_secs(7 * 86_400);
     Options {
         background_flush: false,
         compaction: CompactionOptions { background: false, ..CompactionOptions::default() },
+        tiering: Some(tiering),
         ..Options::default()
     }
 }
@@ -159,7 +186,7 @@ fn main() {
         eprintln!("BASE, FROM and UNTIL must be integers");
         std::process::exit(2);
     };
-    let mut db = Some(Database::open(dir, options()).unwrap_or_else(|e| fail(from, "open", e)));
+    let mut db = Some(Database::open(dir, options(Path::new(dir))).unwrap_or_else(|e| fail(from, "open", e)));
     for (i, step) in SCENARIO.iter().enumerate().take(until).skip(from) {
         say(&format!("STEP {i}"));
         let Some(d) = db.as_ref() else { fail(i, "a step after close", "the database is closed") };
@@ -191,6 +218,12 @@ fn main() {
                 let report = d.compact().unwrap_or_else(|e| fail(i, "compact", e));
                 if !report.failures.is_empty() {
                     fail(i, "compact", format!("{:?}", report.failures));
+                }
+            }
+            Step::Tier => {
+                let report = d.tier(None).unwrap_or_else(|e| fail(i, "tier", e));
+                if !report.failures.is_empty() {
+                    fail(i, "tier", format!("{:?}", report.failures));
                 }
             }
             Step::Close => {
