@@ -115,6 +115,8 @@ pub struct DatabaseStats {
     pub tier_cache_hits: u64,
     /// Unreferenced objects deleted by garbage collection since open.
     pub tier_garbage_objects: u64,
+    /// Column chunks fetched from object storage whose checksum did not match, since open.
+    pub tier_checksum_failures: u64,
 }
 
 /// Monotonic counters, read by [`Database::stats`].
@@ -806,6 +808,7 @@ impl Database {
                 s.tier_fetch_bytes = c.fetch_bytes.load(Ordering::Relaxed);
                 s.tier_cache_hits = c.cache_hits.load(Ordering::Relaxed);
                 s.tier_garbage_objects = c.garbage_objects.load(Ordering::Relaxed);
+                s.tier_checksum_failures = c.checksum_failures.load(Ordering::Relaxed);
             }
         }
         s.write_stall_nanos = c.write_stall_nanos.load(Ordering::Relaxed);

@@ -43,11 +43,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-// `ParquetObjectReader` is deprecated in favour of a hand-written
-// `AsyncFileReader`; it still does exactly what is needed (ranged GETs of
-// the projected column chunks of the chosen row groups).
-#[allow(deprecated)]
-use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -196,6 +192,7 @@ pub(crate) struct TierCounters {
     pub(crate) fetch_bytes: std::sync::atomic::AtomicU64,
     pub(crate) cache_hits: std::sync::atomic::AtomicU64,
     pub(crate) garbage_objects: std::sync::atomic::AtomicU64,
+    pub(crate) checksum_failures: std::sync::atomic::AtomicU64,
 }
 
 /// The engine's connection to the cold tier: the store, a runtime for its
@@ -208,7 +205,7 @@ pub(crate) struct Tier {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     cache: Mutex<RowGroupCache>,
-    pub(crate) counters: TierCounters,
+    pub(crate) counters: Arc<TierCounters>,
     /// Ids of retired cold files a running scan still holds.
     held: Arc<Mutex<std::collections::HashSet<u64>>>,
 }
@@ -231,14 +228,7 @@ impl Tier {
             .map_err(|e| Error::Internal(format!("cannot start the object-store runtime: {e}")))?;
         let cache = Mutex::new(RowGroupCache::new(options.cache_bytes));
         let handle = runtime.handle().clone();
-        Ok(Tier {
-            options,
-            runtime: Some(runtime),
-            handle,
-            cache,
-            counters: TierCounters::default(),
-            held: Arc::default(),
-        })
+        Ok(Tier { options, runtime: Some(runtime), handle, cache, counters: Arc::default(), held: Arc::default() })
     }
 
     /// Runs `f` on the tier's runtime and waits for it.
@@ -314,11 +304,15 @@ impl Tier {
         let shown = path.to_string();
         let meta = cold.metadata.clone();
         let mask = ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), columns.iter().copied());
-        let size = cold.entry.bytes;
+        let reader = VerifiedReader {
+            store,
+            path,
+            chunks: cold.chunks.clone(),
+            metadata: cold.metadata.metadata().clone(),
+            counters: self.counters.clone(),
+        };
         let batches = self
             .block(async move {
-                #[allow(deprecated)]
-                let reader = ParquetObjectReader::new(store, path).with_file_size(size);
                 let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
                     .with_row_groups(vec![rg])
                     .with_projection(mask)
@@ -436,6 +430,81 @@ fn append_from_array(col: &mut Column, t: FieldType, array: &dyn Array, keep: &[
     Ok(())
 }
 
+/// Reads a cold object for the Parquet decoder: ranged GETs of exactly the
+/// column chunks it asks for, each checked against the CRC32C the local
+/// index recorded at upload. A damaged or truncated response is an error,
+/// never a wrong answer; a range that is not a whole column chunk is refused.
+struct VerifiedReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    chunks: Arc<HashMap<(u64, u64), u32>>,
+    metadata: Arc<ParquetMetaData>,
+    counters: Arc<TierCounters>,
+}
+
+impl VerifiedReader {
+    fn check(&self, range: &std::ops::Range<u64>, data: &bytes::Bytes) -> parquet::errors::Result<()> {
+        let err = |what: String| parquet::errors::ParquetError::General(format!("{}: {what}", self.path));
+        let want = self
+            .chunks
+            .get(&(range.start, range.end))
+            .ok_or_else(|| err(format!("bytes {range:?} are not a column chunk the index knows")))?;
+        if data.len() as u64 != range.end - range.start {
+            return Err(err(format!("bytes {range:?}: {} bytes arrived (truncated)", data.len())));
+        }
+        let got = crc32c::crc32c(data);
+        if got != *want {
+            self.counters.checksum_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(err(format!(
+                "bytes {range:?}: CRC32C {got:#010x}, expected {want:#010x} (damaged in transit or in the store)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncFileReader for VerifiedReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        Box::pin(async move {
+            let data = self
+                .store
+                .get_range(&self.path, range.clone())
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+            self.check(&range, &data)?;
+            Ok(data)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        Box::pin(async move {
+            let data = self
+                .store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+            for (r, d) in ranges.iter().zip(&data) {
+                self.check(r, d)?;
+            }
+            Ok(data)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        let m = self.metadata.clone();
+        Box::pin(async move { Ok(m) })
+    }
+}
+
 /// A least-recently-used cache of decoded row groups, capped in bytes.
 #[derive(Debug)]
 struct RowGroupCache {
@@ -503,6 +572,8 @@ pub(crate) struct ColdIndex {
     /// Parquet columns after `time`, in file order.
     pub(crate) columns: Vec<String>,
     pub(crate) series: Vec<ColdSeries>,
+    /// Every column chunk of the object: `[offset, length, CRC32C]`.
+    pub(crate) chunks: Vec<[u64; 3]>,
 }
 
 /// A cold file as a scan sees it.
@@ -513,6 +584,8 @@ pub(crate) struct ColdHandle {
     keys: Vec<SeriesKey>,
     metadata: ArrowReaderMetadata,
     row_group_starts: Vec<u64>,
+    /// `(start, end)` of every column chunk → its CRC32C.
+    chunks: Arc<HashMap<(u64, u64), u32>>,
     /// Set when the file left the manifest: the last holder deletes it.
     retired: Mutex<Option<Retired>>,
 }
@@ -567,7 +640,8 @@ impl ColdHandle {
             at += rg.num_rows() as u64;
         }
         let keys = index.series.iter().map(|s| SeriesKey::new(s.tags.clone())).collect();
-        Ok(ColdHandle { entry, index, keys, metadata, row_group_starts, retired: Mutex::new(None) })
+        let chunks = Arc::new(index.chunks.iter().map(|[o, l, c]| ((*o, o + l), *c as u32)).collect());
+        Ok(ColdHandle { entry, index, keys, metadata, row_group_starts, chunks, retired: Mutex::new(None) })
     }
 
     /// The file left the manifest: delete its object and index once the
@@ -842,8 +916,11 @@ fn build_parquet(
     produce: impl FnOnce(&mut dyn FnMut(&SeriesKey, SeriesData) -> Result<()>) -> Result<()>,
 ) -> Result<(Vec<u8>, ColdIndex, u64)> {
     let mut batcher = ColdBatcher::new(schema);
-    let mut index =
-        ColdIndex { columns: schema.columns().iter().map(|c| c.name.clone()).collect(), series: Vec::new() };
+    let mut index = ColdIndex {
+        columns: schema.columns().iter().map(|c| c.name.clone()).collect(),
+        series: Vec::new(),
+        chunks: Vec::new(),
+    };
     let tag_names: Vec<&str> =
         schema.columns().iter().filter(|c| c.kind == ColumnKind::Tag).map(|c| c.name.as_str()).collect();
     let mut every_series_has_every_tag = true;
@@ -920,6 +997,18 @@ fn build_parquet(
         writer.flush().map_err(|e| Error::Internal(format!("parquet write: {e}")))?;
     }
     writer.close().map_err(|e| Error::Internal(format!("parquet close: {e}")))?;
+    let written = ParquetMetaDataReader::decode_metadata(footer_of(&buf)?)
+        .map_err(|e| Error::Internal(format!("decoding our own Parquet metadata: {e}")))?;
+    for rg in written.row_groups() {
+        for col in rg.columns() {
+            let (start, len) = col.byte_range();
+            let bytes = usize::try_from(start)
+                .ok()
+                .and_then(|s| buf.get(s..s + usize::try_from(len).ok()?))
+                .ok_or_else(|| Error::Internal("a column chunk lies outside the written file".into()))?;
+            index.chunks.push([start, len, u64::from(crc32c::crc32c(bytes))]);
+        }
+    }
     Ok((buf, index, rows))
 }
 
@@ -1284,6 +1373,7 @@ mod tests {
                 min_time: 1,
                 max_time: 3,
             }],
+            chunks: vec![[4, 100, 0xdead_beef]],
         };
         // A real Parquet footer from a tiny file.
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));

@@ -36,6 +36,8 @@ struct Counting {
     gets: AtomicU64,
     puts: AtomicU64,
     deletes: AtomicU64,
+    /// Flip a bit in every ranged GET's answer (damage in transit).
+    corrupt: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Display for Counting {
@@ -70,7 +72,17 @@ impl ObjectStore for Counting {
     }
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
         self.gets.fetch_add(ranges.len() as u64, Ordering::SeqCst);
-        self.inner.get_ranges(location, ranges).await
+        let mut got = self.inner.get_ranges(location, ranges).await?;
+        if self.corrupt.load(Ordering::SeqCst) {
+            for b in &mut got {
+                let mut v = b.to_vec();
+                if let Some(x) = v.last_mut() {
+                    *x ^= 0x01;
+                }
+                *b = bytes::Bytes::from(v);
+            }
+        }
+        Ok(got)
     }
     fn delete_stream(
         &self,
@@ -151,6 +163,7 @@ fn old_partitions_move_to_object_storage_and_read_back_the_same() {
         gets: AtomicU64::new(0),
         puts: AtomicU64::new(0),
         deletes: AtomicU64::new(0),
+        corrupt: std::sync::atomic::AtomicBool::new(false),
     });
     let day0 = (now() / DAY - 12) * DAY; // 12 days ago, at midnight
     let db = Database::open(dir.path(), options(&store)).unwrap();
@@ -205,8 +218,14 @@ fn old_partitions_move_to_object_storage_and_read_back_the_same() {
 
     // Reopen: planning needs no remote call; a one-device one-hour query fetches one row group.
     let db = Database::open(dir.path(), options(&store)).unwrap();
-    let gets = store.gets.load(Ordering::SeqCst);
     let from = day0 + DAY + 5 * HOUR;
+    // Damage in transit is an error naming the checksum, never a wrong answer, and is not cached.
+    store.corrupt.store(true, Ordering::SeqCst);
+    let req = ScanRequest::new("db", "m").filter_tag("device", ["dev-7"]).time_range(from, from + HOUR);
+    let err = db.scan(&req).unwrap().find_map(Result::err).expect("a damaged row group must fail the scan");
+    assert!(err.to_string().contains("CRC32C"), "{err}");
+    store.corrupt.store(false, Ordering::SeqCst);
+    let gets = store.gets.load(Ordering::SeqCst);
     let got = rows(&db, Some("dev-7"), Some((from, from + HOUR)));
     assert_eq!(got.len(), 60);
     assert!(got.keys().all(|(d, t)| d == "dev-7" && *t >= from && *t < from + HOUR));
@@ -248,6 +267,7 @@ fn opening_tiered_data_without_its_store_is_a_clear_error() {
         gets: AtomicU64::new(0),
         puts: AtomicU64::new(0),
         deletes: AtomicU64::new(0),
+        corrupt: std::sync::atomic::AtomicBool::new(false),
     });
     let db = Database::open(dir.path(), options(&store)).unwrap();
     write(&db, "a", [(now() - 30 * DAY, 1.0)]);

@@ -192,6 +192,12 @@ impl Metrics {
                 "Unreferenced objects deleted by garbage collection.",
                 db.tier_garbage_objects,
             ),
+            (
+                "telemark_tier_checksum_failures_total",
+                "counter",
+                "Column chunks from object storage that failed their checksum (refused, never served).",
+                db.tier_checksum_failures,
+            ),
         ] {
             metric(name, kind, help, &one(v));
         }
