@@ -77,6 +77,11 @@ impl TierStore {
     ///
     /// Nothing is contacted here: [`TierStore::check`] does that.
     pub fn from_url(url: &str) -> Result<Self> {
+        Self::from_url_with(url, &StoreOptions::default())
+    }
+
+    /// [`TierStore::from_url`] with request timeouts and retries.
+    pub fn from_url_with(url: &str, o: &StoreOptions) -> Result<Self> {
         let bad = |why: &str| Error::InvalidInput(format!("object store URL {url:?}: {why}"));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected s3://bucket/prefix or file:///dir"))?;
         match scheme {
@@ -85,9 +90,25 @@ impl TierStore {
                 if bucket.is_empty() {
                     return Err(bad("no bucket name"));
                 }
+                let retry = object_store::RetryConfig {
+                    max_retries: o.max_retries,
+                    retry_timeout: o.retry_timeout,
+                    backoff: object_store::BackoffConfig {
+                        init_backoff: o.init_backoff,
+                        ..object_store::BackoffConfig::default()
+                    },
+                };
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_virtual_hosted_style_request(false);
+                    .with_virtual_hosted_style_request(false)
+                    .with_retry(retry);
+                // Set key by key: `with_client_options` would drop what the
+                // environment set (AWS_ALLOW_HTTP among them).
+                use object_store::ClientConfigKey as K;
+                use object_store::aws::AmazonS3ConfigKey::Client;
+                builder = builder
+                    .with_config(Client(K::Timeout), format!("{}ms", o.timeout.as_millis()))
+                    .with_config(Client(K::ConnectTimeout), format!("{}ms", o.connect_timeout.as_millis()));
                 if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
                     builder = builder.with_region("us-east-1");
                 }
@@ -126,6 +147,34 @@ impl TierStore {
             p = p.join(part);
         }
         p
+    }
+}
+
+/// Timeouts and retries of object-store requests (S3).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// A request's whole time limit. Default: 30 s.
+    pub timeout: Duration,
+    /// Connection time limit. Default: 5 s.
+    pub connect_timeout: Duration,
+    /// Retries of a failed request (5xx, timeouts, resets), with jittered
+    /// exponential backoff. Default: 10.
+    pub max_retries: usize,
+    /// No retry starts after this long since the first attempt. Default: 3 min.
+    pub retry_timeout: Duration,
+    /// The first backoff. Default: 100 ms.
+    pub init_backoff: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            init_backoff: Duration::from_millis(100),
+        }
     }
 }
 

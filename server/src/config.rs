@@ -44,12 +44,33 @@ pub struct Config {
 }
 
 /// `[object_store]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectStoreConfig {
     /// `s3://bucket/prefix` (credentials, region and endpoint from the
     /// standard AWS_* environment variables) or `file:///dir`.
     pub url: Option<String>,
+    /// A request's whole time limit, in seconds.
+    pub timeout_secs: u64,
+    /// Connection time limit, in seconds.
+    pub connect_timeout_secs: u64,
+    /// Retries of a failed request (5xx, timeout, reset), with backoff.
+    pub max_retries: usize,
+    /// No retry starts after this many seconds since the first attempt.
+    pub retry_timeout_secs: u64,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        let o = telemark_engine::tiering::StoreOptions::default();
+        ObjectStoreConfig {
+            url: None,
+            timeout_secs: o.timeout.as_secs(),
+            connect_timeout_secs: o.connect_timeout.as_secs(),
+            max_retries: o.max_retries,
+            retry_timeout_secs: o.retry_timeout.as_secs(),
+        }
+    }
 }
 
 /// `[tiering]`.
@@ -322,7 +343,16 @@ impl Config {
     /// Tiering, when `[object_store] url` is set.
     fn tiering_options(&self) -> Result<Option<telemark_engine::tiering::TieringOptions>, String> {
         let Some(url) = &self.object_store.url else { return Ok(None) };
-        let store = telemark_engine::tiering::TierStore::from_url(url).map_err(|e| e.to_string())?;
+        let o = &self.object_store;
+        let store_options = telemark_engine::tiering::StoreOptions {
+            timeout: Duration::from_secs(o.timeout_secs.max(1)),
+            connect_timeout: Duration::from_secs(o.connect_timeout_secs.max(1)),
+            max_retries: o.max_retries,
+            retry_timeout: Duration::from_secs(o.retry_timeout_secs.max(1)),
+            ..telemark_engine::tiering::StoreOptions::default()
+        };
+        let store =
+            telemark_engine::tiering::TierStore::from_url_with(url, &store_options).map_err(|e| e.to_string())?;
         let mut t = telemark_engine::tiering::TieringOptions::new(store);
         t.after = telemark_engine::parse_duration(&self.tiering.after).map_err(|e| format!("tiering.after: {e}"))?;
         t.background = self.tiering.background;

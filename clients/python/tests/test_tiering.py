@@ -214,3 +214,91 @@ def test_a_device_delete_is_purged_from_the_objects_by_compaction(start_server, 
     assert names == {"truck-0", "truck-2"}, names
     assert sql(s, "SELECT name, count(*) AS n FROM readings GROUP BY name ORDER BY name") == [
         {"name": "truck-0", "n": 12 * 24}, {"name": "truck-2", "n": 12 * 24}]
+
+
+FAULT_CONFIG = CONFIG + """
+[object_store]
+timeout_secs = 2
+connect_timeout_secs = 2
+max_retries = 4
+"""
+
+
+def load_days(server, db, days=12, trucks=3):
+    today = time.time_ns() // DAY * DAY
+    lines = [f"readings,name=truck-{d} fuel={d}.5,velocity={h}i {today - days * DAY + h * HOUR}"
+             for d in range(trucks) for h in range(days * 24)]
+    r = requests.post(f"{server.http}/api/v2/write", params={"bucket": db, "precision": "ns"},
+                      data="\n".join(lines).encode(), timeout=60)
+    assert r.status_code == 204, r.text
+
+
+def tier(server, db):
+    r = requests.post(f"{server.http}/api/v3/admin/tier", params={"db": db}, timeout=300)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_upload_and_read_faults_lose_nothing_and_never_answer_wrong(start_server, moto):
+    """Through a proxy that fails requests: 503s and a reset connection are retried; a PUT whose answer
+    never comes (the object was stored) is retried and accepted after verification; a corrupted read-back
+    fails that partition's upload (its files stay local) and the next run tiers it; corrupted and
+    truncated reads during a query are errors or right answers, never wrong ones."""
+    from s3_faults import S3FaultProxy
+
+    bucket = "telemark-faults"
+    client = s3(moto)
+    client.create_bucket(Bucket=bucket)
+    proxy = S3FaultProxy(moto)
+    try:
+        s = start_server(FAULT_CONFIG, extra_args=("--object-store", f"s3://{bucket}/f"), env=env_for(proxy.url))
+        for db in ("a", "b", "c", "d"):
+            load_days(s, db)
+        before = {db: sql(s, SUMMARY, db=db) for db in ("a", "b", "c", "d")}
+
+        proxy.fail("PUT", "status", times=2)
+        assert tier(s, "a")["partitions"] == 5
+        assert proxy.actions("status") == 2
+
+        proxy.fail("PUT", "reset")
+        assert tier(s, "b")["partitions"] == 5
+        assert proxy.actions("reset") == 1
+
+        proxy.fail("PUT", "hang_after_store")
+        assert tier(s, "c")["partitions"] == 5
+        assert proxy.actions("hang_after_store") == 1
+
+        # The read-back of the first upload is damaged: that partition stays local, the rest move.
+        proxy.fail("GET", "corrupt", ranged=False, path=".parquet")
+        report = tier(s, "d")
+        assert report["partitions"] == 4 and len(report["failures"]) == 1, report
+        assert "CRC32C" in report["failures"][0], report
+        assert sql(s, SUMMARY, db="d") == before["d"]
+        # The next run collects the unverified object and tiers the partition.
+        report = tier(s, "d")
+        assert report["partitions"] == 1 and report["garbage_objects"] == 1, report
+        assert proxy.pending() == []
+
+        for db in ("a", "b", "c", "d"):
+            assert sql(s, SUMMARY, db=db) == before[db], db
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert len(keys) == 20, keys  # one object per tiered partition, nothing left over
+
+        # Reads during queries: restart so nothing is cached, then damage the ranged GETs.
+        s.stop()
+        s = start_server(FAULT_CONFIG, data_dir=s.data_dir, extra_args=("--object-store", f"s3://{bucket}/f"),
+                         env=env_for(proxy.url))
+        q = "SELECT name, count(*) AS n, sum(fuel) AS fuel FROM readings GROUP BY name ORDER BY name"
+        want = [{"name": r["name"], "n": r["n"], "fuel": r["fuel"]} for r in before["a"]]
+        proxy.fail("GET", "corrupt", ranged=True, path=".parquet")
+        r = requests.post(f"{s.http}/api/v3/query_sql", json={"q": q, "db": "a", "format": "json"}, timeout=60)
+        assert r.status_code >= 500 and "CRC32C" in r.text, (r.status_code, r.text)
+        proxy.fail("GET", "truncate", ranged=True, path=".parquet")
+        r = requests.post(f"{s.http}/api/v3/query_sql", json={"q": q, "db": "a", "format": "json"}, timeout=60)
+        assert r.status_code >= 500 or r.json() == want, (r.status_code, r.text)
+        assert proxy.actions("truncate") == 1
+        assert sql(s, q, db="a") == want
+        metrics = requests.get(f"{s.http}/metrics", timeout=30).text
+        assert "telemark_tier_checksum_failures_total 0" not in metrics, metrics
+    finally:
+        proxy.close()
