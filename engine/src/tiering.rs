@@ -186,6 +186,9 @@ pub struct TieringOptions {
     /// Partitions that ended more than this long ago (wall clock) move to
     /// the store. Default: 7 days.
     pub after: Duration,
+    /// Overrides of `after` per database (`table` `None`) or table, the
+    /// most specific first; `None` keeps that database or table local.
+    pub rules: Vec<TieringRule>,
     /// The background compaction thread also tiers. Default: true.
     pub background: bool,
     /// Rows per Parquet row group: a group ends where a series ends once it
@@ -201,9 +204,33 @@ impl TieringOptions {
         TieringOptions {
             store,
             after: Duration::from_secs(7 * 86_400),
+            rules: Vec::new(),
             background: true,
             row_group_rows: 65_536,
             cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A per-database or per-table tiering threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TieringRule {
+    /// Database.
+    pub database: String,
+    /// Table, or `None` for every table of the database without a rule of its own.
+    pub table: Option<String>,
+    /// Partitions older than this move; `None` = never (stay local).
+    pub after: Option<Duration>,
+}
+
+impl TieringOptions {
+    /// The threshold for a table: its rule, its database's, or the default.
+    pub fn after_for(&self, database: &str, table: &str) -> Option<Duration> {
+        let table_rule = self.rules.iter().find(|r| r.database == database && r.table.as_deref() == Some(table));
+        let db_rule = || self.rules.iter().find(|r| r.database == database && r.table.is_none());
+        match table_rule.or_else(db_rule) {
+            Some(r) => r.after,
+            None => Some(self.after),
         }
     }
 }
@@ -1079,8 +1106,7 @@ pub(crate) fn run(inner: &Inner, tier: &Tier, database: Option<&str>) -> Result<
     let started = Instant::now();
     let _one_job = lock(&inner.compaction_lock);
     let mut report = TierReport::default();
-    let after = i64::try_from(tier.options.after.as_nanos()).unwrap_or(i64::MAX);
-    let cut = crate::delete::now_nanos().saturating_sub(after);
+    let now = crate::delete::now_nanos();
     let width = inner.options.partition_nanos();
     // (db, table, partition) -> its segments, in precedence order.
     let mut jobs: BTreeMap<(String, String, i64), Vec<Arc<SegmentHandle>>> = BTreeMap::new();
@@ -1088,6 +1114,8 @@ pub(crate) fn run(inner: &Inner, tier: &Tier, database: Option<&str>) -> Result<
         if database.is_some_and(|d| d != db) {
             continue;
         }
+        let Some(after) = tier.options.after_for(db, table) else { continue };
+        let cut = now.saturating_sub(i64::try_from(after.as_nanos()).unwrap_or(i64::MAX));
         for h in list {
             if h.entry.partition_start.saturating_add(width) <= cut {
                 jobs.entry((db.clone(), table.clone(), h.entry.partition_start)).or_default().push(h.clone());
@@ -1402,6 +1430,21 @@ pub(crate) fn collect_garbage(inner: &Inner, tier: &Tier) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_most_specific_rule_sets_the_threshold() {
+        let mut o = TieringOptions::new(TierStore::from_url("memory://").unwrap());
+        let day = Duration::from_secs(86_400);
+        o.rules = vec![
+            TieringRule { database: "fleet".into(), table: Some("positions".into()), after: Some(30 * day) },
+            TieringRule { database: "fleet".into(), table: None, after: Some(day) },
+            TieringRule { database: "lab".into(), table: None, after: None },
+        ];
+        assert_eq!(o.after_for("fleet", "positions"), Some(30 * day));
+        assert_eq!(o.after_for("fleet", "readings"), Some(day));
+        assert_eq!(o.after_for("lab", "anything"), None);
+        assert_eq!(o.after_for("other", "t"), Some(7 * day));
+    }
 
     #[test]
     fn dates_of_partitions() {

@@ -85,11 +85,29 @@ pub struct TieringConfig {
     pub row_group_rows: usize,
     /// Bytes of decoded cold data kept in memory for queries.
     pub cache_bytes: usize,
+    /// Per-database or per-table thresholds.
+    pub rule: Vec<TieringRuleConfig>,
+}
+
+/// `[[tiering.rule]]`: `after` for one database, or one table of it; `after = "never"` keeps it local.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieringRuleConfig {
+    pub database: String,
+    #[serde(default)]
+    pub table: Option<String>,
+    pub after: String,
 }
 
 impl Default for TieringConfig {
     fn default() -> Self {
-        TieringConfig { after: "7d".into(), background: true, row_group_rows: 65_536, cache_bytes: 256 << 20 }
+        TieringConfig {
+            after: "7d".into(),
+            background: true,
+            row_group_rows: 65_536,
+            cache_bytes: 256 << 20,
+            rule: Vec::new(),
+        }
     }
 }
 
@@ -356,6 +374,20 @@ impl Config {
         let mut t = telemark_engine::tiering::TieringOptions::new(store);
         t.after = telemark_engine::parse_duration(&self.tiering.after).map_err(|e| format!("tiering.after: {e}"))?;
         t.background = self.tiering.background;
+        for (i, r) in self.tiering.rule.iter().enumerate() {
+            let after = match r.after.as_str() {
+                "never" => None,
+                text => Some(
+                    telemark_engine::parse_duration(text)
+                        .map_err(|e| format!("tiering rule {} (database {:?}): {e}", i + 1, r.database))?,
+                ),
+            };
+            t.rules.push(telemark_engine::tiering::TieringRule {
+                database: r.database.clone(),
+                table: r.table.clone(),
+                after,
+            });
+        }
         t.row_group_rows = self.tiering.row_group_rows.max(1);
         t.cache_bytes = self.tiering.cache_bytes;
         Ok(Some(t))
