@@ -172,6 +172,8 @@ pub(crate) struct Inner {
     /// The cold tier, when tiering is configured.
     #[cfg(feature = "tiering")]
     pub(crate) tier: Option<Arc<crate::tiering::Tier>>,
+    /// An exclusive `flock` on `LOCK`, held while open.
+    _dir_lock: std::fs::File,
 }
 
 /// Storage taken by one column of a table in segment files; see [`Database::storage`].
@@ -268,6 +270,7 @@ impl Database {
         crate::fs::create_dir_durable(backend.as_ref(), &segment_dir)?;
         let cold_dir = dir.join(COLD_DIR);
         crate::fs::create_dir_durable(backend.as_ref(), &cold_dir)?;
+        let dir_lock = lock_dir(&dir)?;
         let manifest = Manifest::load(&dir)?;
         #[cfg(feature = "tiering")]
         let tier = match &options.tiering {
@@ -382,6 +385,7 @@ impl Database {
             counters: Counters::default(),
             #[cfg(feature = "tiering")]
             tier,
+            _dir_lock: dir_lock,
             options,
         });
         let flusher = if inner.options.background_flush {
@@ -632,6 +636,19 @@ impl Database {
         report.cold_files_purged = purged;
         report.garbage_objects = garbage;
         Ok(report)
+    }
+
+    /// Backs up a consistent snapshot of every database to `to` (see
+    /// [`crate::backup`]): incremental, written last, restorable with
+    /// [`crate::backup::restore`]. Writes go on meanwhile.
+    #[cfg(feature = "tiering")]
+    pub fn backup(
+        &self,
+        to: &crate::tiering::TierStore,
+        progress: &mut dyn FnMut(&crate::backup::Progress),
+    ) -> Result<crate::backup::BackupReport> {
+        self.inner.check_writable()?;
+        crate::backup::backup(&self.inner, to, progress)
     }
 
     /// Like [`Database::compact`], for the files of one database only.
@@ -1212,7 +1229,7 @@ impl Inner {
         Ok(())
     }
 
-    fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<()> {
         let mut manifest = lock(&self.manifest);
         if let Some(r) = self.poisoned() {
             return Err(Error::Poisoned(r));
@@ -1481,6 +1498,33 @@ impl Inner {
         plan.series = series.into_iter().collect();
         Ok(ScanStream::new(plan))
     }
+}
+
+/// Takes an exclusive lock on `dir/LOCK`: two processes (or two opens in one
+/// process) writing one data directory would destroy it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::InvalidInput(format!(
+                "the data directory {} is in use by another Telemark process (or another open in this one); \
+                 stop it first, or use its HTTP API (for a backup: POST /api/v3/admin/backup)",
+                dir.display()
+            )));
+        }
+        return Err(Error::io(&path, e));
+    }
+    Ok(file)
 }
 
 /// Deletes segment files the manifest does not list: leftovers of a flush

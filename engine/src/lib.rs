@@ -56,6 +56,8 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "tiering")]
+pub mod backup;
 mod batch;
 mod buffer;
 mod bytes;

@@ -190,6 +190,11 @@ impl Manifest {
 
     /// Writes the manifest to `dir` atomically and durably.
     pub(crate) fn store(&self, backend: &dyn FileBackend, dir: &Path) -> Result<()> {
+        crate::fs::write_atomic(backend, &dir.join(FILE_NAME), &self.encode()?)
+    }
+
+    /// The file's bytes.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let body = serde_json::to_vec(self).map_err(|e| Error::Internal(format!("manifest serialization: {e}")))?;
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MAGIC);
@@ -199,7 +204,7 @@ impl Manifest {
         out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&body);
-        crate::fs::write_atomic(backend, &dir.join(FILE_NAME), &out)
+        Ok(out)
     }
 }
 

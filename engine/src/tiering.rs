@@ -61,8 +61,8 @@ use crate::{Error, Result};
 /// Where cold data goes: an object store and a prefix in it.
 #[derive(Debug, Clone)]
 pub struct TierStore {
-    store: Arc<dyn ObjectStore>,
-    prefix: ObjectPath,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: ObjectPath,
     description: String,
 }
 
@@ -141,7 +141,7 @@ impl TierStore {
         &self.description
     }
 
-    fn path(&self, relative: &str) -> ObjectPath {
+    pub(crate) fn path(&self, relative: &str) -> ObjectPath {
         let mut p = self.prefix.clone();
         for part in relative.split('/') {
             p = p.join(part);
@@ -276,17 +276,47 @@ pub(crate) struct TierCounters {
 #[derive(Debug)]
 pub(crate) struct Tier {
     pub(crate) options: TieringOptions,
-    /// `Some` until dropped (shut down without blocking, so dropping the
-    /// database from inside another runtime does not panic).
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
+    io: IoRuntime,
     cache: Mutex<RowGroupCache>,
     pub(crate) counters: Arc<TierCounters>,
     /// Ids of retired cold files a running scan still holds.
     held: Arc<Mutex<std::collections::HashSet<u64>>>,
 }
 
-impl Drop for Tier {
+/// A small runtime for object-store I/O, usable from any thread: work is
+/// spawned on it and waited for on a channel (never `block_on`, which would
+/// panic on a thread of another runtime).
+#[derive(Debug)]
+pub(crate) struct IoRuntime {
+    /// `Some` until dropped (shut down without blocking, so dropping it from
+    /// inside another runtime does not panic).
+    runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) handle: tokio::runtime::Handle,
+}
+
+impl IoRuntime {
+    pub(crate) fn new(name: &str) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the object-store runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        Ok(IoRuntime { runtime: Some(runtime), handle })
+    }
+
+    /// Runs `f` on the runtime and waits for it.
+    pub(crate) fn block<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().map_err(|_| Error::Internal("the object-store task ended without an answer".into()))
+    }
+}
+
+impl Drop for IoRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
@@ -296,24 +326,18 @@ impl Drop for Tier {
 
 impl Tier {
     pub(crate) fn new(options: TieringOptions) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("telemark-tier")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the object-store runtime: {e}")))?;
         let cache = Mutex::new(RowGroupCache::new(options.cache_bytes));
-        let handle = runtime.handle().clone();
-        Ok(Tier { options, runtime: Some(runtime), handle, cache, counters: Arc::default(), held: Arc::default() })
+        Ok(Tier {
+            options,
+            io: IoRuntime::new("telemark-tier")?,
+            cache,
+            counters: Arc::default(),
+            held: Arc::default(),
+        })
     }
 
-    /// Runs `f` on the tier's runtime and waits for it.
     fn block<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> Result<T> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.handle.spawn(async move {
-            let _ = tx.send(f.await);
-        });
-        rx.recv().map_err(|_| Error::Internal("the object-store task ended without an answer".into()))
+        self.io.block(f)
     }
 
     /// Checks that the store answers (bucket exists, credentials work).
@@ -729,7 +753,7 @@ impl ColdHandle {
             store: tier.options.store.store.clone(),
             object: tier.options.store.path(&self.entry.object),
             index: cold_dir.join(ColdEntry::index_name(self.entry.id)),
-            runtime: tier.handle.clone(),
+            runtime: tier.io.handle.clone(),
             held: tier.held.clone(),
         });
     }
@@ -969,7 +993,7 @@ fn append_column(b: &mut Builder, col: Option<&Column>, n: usize) {
 }
 
 /// `YYYY-MM-DD` of a time in nanoseconds (UTC), for Hive-style partition paths.
-fn date_of(nanos: i64) -> String {
+pub(crate) fn date_of(nanos: i64) -> String {
     let days = nanos.div_euclid(86_400 * 1_000_000_000);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
