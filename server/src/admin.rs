@@ -7,6 +7,9 @@
 //! - `POST /api/v3/admin/tier?db=DB`: moves the database's partitions older
 //!   than `[tiering] after` to object storage now; answers when done with
 //!   partitions, files and bytes moved (write access; 400 without an object store);
+//! - `POST /api/v3/admin/backup` with `{"to": "s3://bucket/prefix"}`: backs up
+//!   a consistent snapshot of every database (write access to all, `*`);
+//!   answers when done with the backup's name and what was copied;
 //! - `GET /api/v3/admin/retention`: the rules of the databases the token reads;
 //! - `PUT /api/v3/admin/retention` with `{"db": …, "table": … (optional),
 //!   "keep": "30d"}` sets a rule, `"keep": null` removes it (write access);
@@ -46,6 +49,34 @@ fn respond(state: &AppState, result: Result<serde_json::Value, ApiError>) -> Res
             e.into_response()
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    to: String,
+}
+
+/// `POST /api/v3/admin/backup`
+pub(crate) async fn backup(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    state.metrics.request("http");
+    let result = async {
+        let p = principal(&state, &headers)?;
+        p.require_write("*")?;
+        let body: BackupBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(Kind::BadRequest, format!("body must be JSON {{\"to\": \"s3://bucket/prefix\"}}: {e}"))
+        })?;
+        let target = telemark_engine::tiering::TierStore::from_url(&body.to)?;
+        let engine = state.db.clone();
+        let report = tokio::task::spawn_blocking(move || engine.backup(&target, &mut |_| {}))
+            .await
+            .map_err(|e| ApiError::new(Kind::Internal, format!("backup task failed: {e}")))??;
+        let mut v = serde_json::to_value(&report).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
+        v["to"] = serde_json::Value::String(body.to);
+        Ok(v)
+    }
+    .await;
+    respond(&state, result)
 }
 
 /// `POST /api/v3/admin/tier?db=DB`

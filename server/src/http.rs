@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/storage", get(storage))
         .route("/api/v3/admin/compact", post(crate::admin::compact))
         .route("/api/v3/admin/tier", post(crate::admin::tier))
+        .route("/api/v3/admin/backup", post(crate::admin::backup))
         .route("/api/v3/admin/retention", get(crate::admin::retention_list).put(crate::admin::retention_put))
         .route("/api/v3/admin/deletes", get(crate::admin::deletes))
         .route("/health", get(health))

@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod config;
 mod errors;
 mod flight;
@@ -94,6 +95,34 @@ enum Command {
         format: OutputFormat,
         /// The SQL.
         sql: String,
+    },
+    /// Back up a data directory that no server is running on (for a running server:
+    /// POST /api/v3/admin/backup) to object storage: s3://bucket/prefix or file:///dir.
+    Backup {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to: s3://bucket/prefix (credentials from AWS_* variables) or file:///dir.
+        #[arg(long)]
+        to: String,
+        /// The server's configuration file (for its storage and object-store settings).
+        #[arg(long, env = "TELEMARK_CONFIG")]
+        config: Option<PathBuf>,
+        /// The object store of the cold tier, if the data directory has one.
+        #[arg(long, env = "TELEMARK_OBJECT_STORE")]
+        object_store: Option<String>,
+    },
+    /// Restore the newest complete backup (or --backup NAME) into an empty data directory.
+    Restore {
+        /// Where the backups are: s3://bucket/prefix or file:///dir.
+        #[arg(long)]
+        from: String,
+        /// An empty or new directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A backup's name (as `telemark backup` printed it) instead of the newest.
+        #[arg(long)]
+        backup: Option<String>,
     },
     /// Truncate a damaged WAL at its first bad record so the data directory opens again
     /// (the writes after that point are lost; take a backup first).
@@ -198,6 +227,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             };
             print_batches(&batches, format)
+        }
+        Command::Backup { data_dir, to, config, object_store } => {
+            let mut c = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            if let Some(url) = object_store {
+                c.object_store.url = Some(url);
+            }
+            tokio::task::spawn_blocking(move || backup::backup(c, &data_dir, &to)).await.map_err(|e| e.to_string())?
+        }
+        Command::Restore { from, data_dir, backup: name } => {
+            tokio::task::spawn_blocking(move || backup::restore(&from, &data_dir, name.as_deref()))
+                .await
+                .map_err(|e| e.to_string())?
         }
         Command::RepairWal { data_dir } => {
             match telemark_engine::Database::repair_wal(&data_dir).map_err(|e| e.to_string())? {
