@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -196,7 +196,13 @@ pub struct TieringOptions {
     pub row_group_rows: usize,
     /// Bytes of decoded cold row groups kept in memory for queries. Default: 256 MiB.
     pub cache_bytes: usize,
+    /// Files of at least this size are uploaded in parts (multipart).
+    /// Default: 64 MiB.
+    pub multipart_bytes: u64,
 }
+
+/// Part size of multipart uploads (S3 wants at least 5 MiB but the last).
+const MULTIPART_PART_BYTES: usize = 8 << 20;
 
 impl TieringOptions {
     /// Tiering to `store` with the defaults.
@@ -208,6 +214,7 @@ impl TieringOptions {
             background: true,
             row_group_rows: 65_536,
             cache_bytes: 256 << 20,
+            multipart_bytes: 64 << 20,
         }
     }
 }
@@ -354,21 +361,58 @@ impl Tier {
         Ok(())
     }
 
-    /// Uploads `bytes` and verifies the stored object: size by HEAD, then
-    /// the CRC32C of a read-back.
-    fn upload(&self, relative: &str, bytes: bytes::Bytes, crc: u32) -> Result<()> {
+    /// Uploads a staged file (in one request, or as a multipart upload at or
+    /// above `multipart_bytes`, aborted on failure) and verifies the stored
+    /// object: its size by HEAD, then the CRC32C of a streamed read-back.
+    fn upload(&self, relative: &str, file: &Staged) -> Result<()> {
         let store = self.options.store.store.clone();
         let path = self.options.store.path(relative);
-        let len = bytes.len() as u64;
+        let (len, crc) = (file.size, file.crc);
+        let local = file.path.clone();
+        let multipart = len >= self.options.multipart_bytes;
         let shown = path.to_string();
         self.block(async move {
-            store.put(&path, PutPayload::from(bytes)).await?;
+            let io = |e: std::io::Error| object_store::Error::Generic { store: "local stage", source: Box::new(e) };
+            if multipart {
+                let upload = store.put_multipart(&path).await?;
+                let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+                let sent: object_store::Result<()> = async {
+                    use std::io::Read;
+                    let mut f = std::fs::File::open(&local).map_err(io)?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = f.read(&mut buf).map_err(io)?;
+                        if n == 0 {
+                            break;
+                        }
+                        w.wait_for_capacity(4).await?;
+                        w.write(&buf[..n]);
+                    }
+                    Ok(())
+                }
+                .await;
+                match sent {
+                    Ok(()) => {
+                        w.finish().await?;
+                    }
+                    Err(e) => {
+                        w.abort().await?;
+                        return Err(e);
+                    }
+                }
+            } else {
+                let data = std::fs::read(&local).map_err(io)?;
+                store.put(&path, PutPayload::from(data)).await?;
+            }
             let meta = store.head(&path).await?;
             if meta.size != len {
                 return Ok(Err(format!("{path} holds {} bytes after upload, {len} were sent", meta.size)));
             }
-            let back = store.get(&path).await?.bytes().await?;
-            let actual = crc32c::crc32c(&back);
+            let mut stream = store.get(&path).await?.into_stream();
+            let mut actual = 0u32;
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                actual = crc32c::crc32c_append(actual, &chunk?);
+            }
             if actual != crc {
                 return Ok(Err(format!("{path} reads back with CRC32C {actual:#010x}, {crc:#010x} was sent")));
             }
@@ -1008,51 +1052,46 @@ pub(crate) fn date_of(nanos: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Writes the series `produce` hands over (in key order) as Parquet in
-/// memory: the file, its index and its row count.
+/// A Parquet file written to a local temporary file (removed on drop).
+#[derive(Debug)]
+struct Staged {
+    path: PathBuf,
+    size: u64,
+    crc: u32,
+    /// The Parquet metadata bytes (as in the footer).
+    metadata: Vec<u8>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+static STAGE_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes the series `produce` hands over (in key order) as Parquet into a
+/// temporary file in `dir`, one row group at a time (memory holds about one
+/// row group): the file, its index and its row count. `sorted_by_tags`: no
+/// series lacks a tag, so key order is a sort by the tag columns.
 fn build_parquet(
     schema: &TableSchema,
     row_group_rows: usize,
+    dir: &Path,
+    sorted_by_tags: bool,
     produce: impl FnOnce(&mut dyn FnMut(&SeriesKey, SeriesData) -> Result<()>) -> Result<()>,
-) -> Result<(Vec<u8>, ColdIndex, u64)> {
+) -> Result<(Staged, ColdIndex, u64)> {
     let mut batcher = ColdBatcher::new(schema);
     let mut index = ColdIndex {
         columns: schema.columns().iter().map(|c| c.name.clone()).collect(),
         series: Vec::new(),
         chunks: Vec::new(),
     };
-    let tag_names: Vec<&str> =
+    let mut sorted_tags: Vec<&str> =
         schema.columns().iter().filter(|c| c.kind == ColumnKind::Tag).map(|c| c.name.as_str()).collect();
-    let mut every_series_has_every_tag = true;
-    let mut rows = 0u64;
-    let mut batches = Vec::new();
-    produce(&mut |key: &SeriesKey, data: SeriesData| {
-        if data.times.is_empty() {
-            return Ok(());
-        }
-        every_series_has_every_tag &= tag_names.iter().all(|t| key.get(t).is_some());
-        index.series.push(ColdSeries {
-            tags: key.tags().to_vec(),
-            first_row: rows,
-            rows: data.times.len() as u64,
-            min_time: data.times.first().copied().unwrap_or(0),
-            max_time: data.times.last().copied().unwrap_or(0),
-        });
-        rows += data.times.len() as u64;
-        batcher.add(key, &data);
-        if batcher.rows >= row_group_rows {
-            batches.push(batcher.finish()?);
-        }
-        Ok(())
-    })?;
-    if batcher.rows > 0 {
-        batches.push(batcher.finish()?);
-    }
-    // Series come in key order: tag names sorted, then values. That is a sort
-    // by the tag columns in name order only if no series lacks a tag.
-    let mut sorted_tags: Vec<&str> = tag_names.clone();
     sorted_tags.sort_unstable();
-    let sorting = every_series_has_every_tag.then(|| {
+    // Series come in key order: tag names sorted, then values.
+    let sorting = sorted_by_tags.then(|| {
         let mut cols: Vec<SortingColumn> = sorted_tags
             .iter()
             .filter_map(|t| index.columns.iter().position(|c| c == t))
@@ -1078,8 +1117,8 @@ fn build_parquet(
     let props = props
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| Error::Internal(e.to_string()))?))
         // Row groups end where a series ends once they hold `row_group_rows`
-        // (see the loop above), so a one-series query reads one row group;
-        // only a series longer than four times that is split.
+        // (see below), so a one-series query reads one row group; only a
+        // series longer than four times that is split.
         .set_max_row_group_row_count(Some(row_group_rows.max(1).saturating_mul(4)))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(sorting)
@@ -1088,31 +1127,76 @@ fn build_parquet(
             format!("series ({}), then time", sorted_tags.join(", ")),
         )]))
         .build();
-    let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buf, batcher.schema.clone(), Some(props))
-        .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
-    for b in &batches {
-        writer.write(b).map_err(|e| Error::Internal(format!("parquet write: {e}")))?;
-        // One row group per batch: series never straddle more than they must.
-        writer.flush().map_err(|e| Error::Internal(format!("parquet write: {e}")))?;
+    let n = STAGE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("stage-{}-{n}.parquet.tmp", std::process::id()));
+    let mut staged = Staged { path, size: 0, crc: 0, metadata: Vec::new() };
+    let file = std::fs::File::create(&staged.path).map_err(|e| Error::io(&staged.path, e))?;
+    let parquet_err = |e: parquet::errors::ParquetError| Error::Internal(format!("writing Parquet: {e}"));
+    let mut writer =
+        ArrowWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, file), batcher.schema.clone(), Some(props))
+            .map_err(parquet_err)?;
+    let mut rows = 0u64;
+    produce(&mut |key: &SeriesKey, data: SeriesData| {
+        if data.times.is_empty() {
+            return Ok(());
+        }
+        index.series.push(ColdSeries {
+            tags: key.tags().to_vec(),
+            first_row: rows,
+            rows: data.times.len() as u64,
+            min_time: data.times.first().copied().unwrap_or(0),
+            max_time: data.times.last().copied().unwrap_or(0),
+        });
+        rows += data.times.len() as u64;
+        batcher.add(key, &data);
+        if batcher.rows >= row_group_rows {
+            // One row group per batch, ending where a series ends.
+            writer.write(&batcher.finish()?).map_err(parquet_err)?;
+            writer.flush().map_err(parquet_err)?;
+        }
+        Ok(())
+    })?;
+    if batcher.rows > 0 {
+        writer.write(&batcher.finish()?).map_err(parquet_err)?;
     }
-    writer.close().map_err(|e| Error::Internal(format!("parquet close: {e}")))?;
-    let written = ParquetMetaDataReader::decode_metadata(footer_of(&buf)?)
+    let buffered = writer.into_inner().map_err(parquet_err)?;
+    buffered.into_inner().map_err(|e| Error::io(&staged.path, e.into_error()))?;
+    // Checksums of the whole file and of every column chunk, and the metadata.
+    let data = std::fs::File::open(&staged.path).map_err(|e| Error::io(&staged.path, e))?;
+    let size = data.metadata().map_err(|e| Error::io(&staged.path, e))?.len();
+    let read_at = |offset: u64, len: u64| -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::Internal("chunk too large".into()))?];
+        data.read_exact_at(&mut buf, offset).map_err(|e| Error::io(&staged.path, e))?;
+        Ok(buf)
+    };
+    let mut crc = 0u32;
+    let mut at = 0u64;
+    while at < size {
+        let len = (size - at).min(8 << 20);
+        crc = crc32c::crc32c_append(crc, &read_at(at, len)?);
+        at += len;
+    }
+    let tail = read_at(size.saturating_sub(8), 8.min(size))?;
+    if tail.len() < 8 || &tail[4..] != b"PAR1" {
+        return Err(Error::Internal("the Parquet writer produced a file without a footer".into()));
+    }
+    let meta_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    let metadata = read_at(size - 8 - meta_len.min(size - 8), meta_len)?;
+    let written = ParquetMetaDataReader::decode_metadata(&metadata)
         .map_err(|e| Error::Internal(format!("decoding our own Parquet metadata: {e}")))?;
     for rg in written.row_groups() {
         for col in rg.columns() {
             let (start, len) = col.byte_range();
-            let bytes = usize::try_from(start)
-                .ok()
-                .and_then(|s| buf.get(s..s + usize::try_from(len).ok()?))
-                .ok_or_else(|| Error::Internal("a column chunk lies outside the written file".into()))?;
-            index.chunks.push([start, len, u64::from(crc32c::crc32c(bytes))]);
+            index.chunks.push([start, len, u64::from(crc32c::crc32c(&read_at(start, len)?))]);
         }
     }
-    Ok((buf, index, rows))
+    (staged.size, staged.crc, staged.metadata) = (size, crc, metadata);
+    Ok((staged, index, rows))
 }
 
 /// The Parquet metadata bytes of a whole file in memory.
+#[cfg(test)]
 fn footer_of(file: &[u8]) -> Result<&[u8]> {
     let n = file.len();
     let bad = || Error::Internal("the Parquet writer produced a file without a footer".into());
@@ -1186,9 +1270,18 @@ fn tier_partition(
 ) -> Result<Option<(u64, u64)>> {
     let schema = crate::compaction::table_schema(inner, db, table)?;
     let applied_seq = read(&inner.state).applied_seq;
-    let (file, index, rows) = build_parquet(&schema, tier.options.row_group_rows, |emit| {
-        crate::compaction::for_each_merged_series(inner, db, table, inputs, &schema, |key, data, _| emit(key, data))
-    })?;
+    let tags: Vec<&str> =
+        schema.columns().iter().filter(|c| c.kind == ColumnKind::Tag).map(|c| c.name.as_str()).collect();
+    let sorted_by_tags = inputs.iter().all(|h| {
+        (0..h.reader.footer().series.len() as u32).all(|i| {
+            let k = h.reader.series_key(i);
+            tags.iter().all(|t| k.get(t).is_some())
+        })
+    });
+    let (file, index, rows) =
+        build_parquet(&schema, tier.options.row_group_rows, &inner.cold_dir, sorted_by_tags, |emit| {
+            crate::compaction::for_each_merged_series(inner, db, table, inputs, &schema, |key, data, _| emit(key, data))
+        })?;
     if rows == 0 {
         return Ok(None);
     }
@@ -1197,7 +1290,7 @@ fn tier_partition(
         inputs.iter().map(|h| h.entry.max_seq).max().unwrap_or(0),
         applied_seq,
     );
-    let bytes = file.len() as u64;
+    let bytes = file.size;
     install(inner, tier, db, table, partition, file, index, rows, seqs, Replaces::Segments(inputs))?;
     Ok(Some((bytes, rows)))
 }
@@ -1219,7 +1312,7 @@ fn install(
     db: &str,
     table: &str,
     partition: i64,
-    file: Vec<u8>,
+    file: Staged,
     index: ColdIndex,
     rows: u64,
     seqs: (u64, u64, u64),
@@ -1238,10 +1331,9 @@ fn install(
         id
     };
     let object = object_name(db, table, partition, id);
-    let crc = crc32c::crc32c(&file);
-    let metadata_bytes = footer_of(&file)?.to_vec();
-    let bytes = file.len() as u64;
-    tier.upload(&object, bytes::Bytes::from(file), crc)?;
+    let (crc, bytes) = (file.crc, file.size);
+    tier.upload(&object, &file)?;
+    let metadata_bytes = std::mem::take(&mut { file }.metadata);
     crate::failpoint::hit("tier.uploaded");
     let metadata = ParquetMetaDataReader::decode_metadata(&metadata_bytes)
         .map_err(|e| Error::Internal(format!("decoding our own Parquet metadata: {e}")))?;
@@ -1351,23 +1443,27 @@ pub(crate) fn purge(inner: &Inner, tier: &Tier, database: Option<&str>) -> Resul
             .filter(|(_, c)| c.kind != ColumnKind::Tag)
             .map(|(i, c)| (i, c.name.clone(), c.kind))
             .collect();
-        let (file, index, rows) = build_parquet(&schema, tier.options.row_group_rows, |emit| {
-            for i in 0..old.index.series.len() {
-                let Some(key) = old.series_key(i) else { continue };
-                let mut data = tier.read_series(&old, i, &wanted, schema.len(), TimeRange::ALL)?;
-                let hidden = crate::delete::hidden_ranges(
-                    &tombstones,
-                    &db,
-                    &table,
-                    key,
-                    old.entry.max_seq,
-                    old.entry.purged_seq,
-                );
-                crate::delete::retain_rows(&mut data, &hidden, i64::MIN);
-                emit(key, data)?;
-            }
-            Ok(())
-        })?;
+        let tags: Vec<&str> =
+            schema.columns().iter().filter(|c| c.kind == ColumnKind::Tag).map(|c| c.name.as_str()).collect();
+        let sorted_by_tags = old.keys.iter().all(|k| tags.iter().all(|t| k.get(t).is_some()));
+        let (file, index, rows) =
+            build_parquet(&schema, tier.options.row_group_rows, &inner.cold_dir, sorted_by_tags, |emit| {
+                for i in 0..old.index.series.len() {
+                    let Some(key) = old.series_key(i) else { continue };
+                    let mut data = tier.read_series(&old, i, &wanted, schema.len(), TimeRange::ALL)?;
+                    let hidden = crate::delete::hidden_ranges(
+                        &tombstones,
+                        &db,
+                        &table,
+                        key,
+                        old.entry.max_seq,
+                        old.entry.purged_seq,
+                    );
+                    crate::delete::retain_rows(&mut data, &hidden, i64::MIN);
+                    emit(key, data)?;
+                }
+                Ok(())
+            })?;
         let seqs = (old.entry.min_seq, old.entry.max_seq, applied_seq);
         if rows == 0 {
             drop_cold(inner, tier, &db, &table, &old)?;

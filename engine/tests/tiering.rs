@@ -62,6 +62,7 @@ impl ObjectStore for Counting {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -117,6 +118,8 @@ fn options(store: &Arc<Counting>) -> Options {
     let mut tiering = TieringOptions::new(TierStore::new(store.clone(), "tier/test", "counting memory store"));
     tiering.after = Duration::from_secs(7 * 86_400);
     tiering.row_group_rows = 1000;
+    // Every upload in parts: the multipart path, with parts smaller than S3 allows but the last.
+    tiering.multipart_bytes = 1;
     Options {
         background_flush: false,
         compaction: CompactionOptions { background: false, ..CompactionOptions::default() },

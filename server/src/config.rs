@@ -85,6 +85,8 @@ pub struct TieringConfig {
     pub row_group_rows: usize,
     /// Bytes of decoded cold data kept in memory for queries.
     pub cache_bytes: usize,
+    /// Objects of at least this many bytes are uploaded in parts.
+    pub multipart_bytes: u64,
     /// Per-database or per-table thresholds.
     pub rule: Vec<TieringRuleConfig>,
 }
@@ -106,6 +108,7 @@ impl Default for TieringConfig {
             background: true,
             row_group_rows: 65_536,
             cache_bytes: 256 << 20,
+            multipart_bytes: 64 << 20,
             rule: Vec::new(),
         }
     }
@@ -390,6 +393,7 @@ impl Config {
         }
         t.row_group_rows = self.tiering.row_group_rows.max(1);
         t.cache_bytes = self.tiering.cache_bytes;
+        t.multipart_bytes = self.tiering.multipart_bytes.max(1);
         Ok(Some(t))
     }
 

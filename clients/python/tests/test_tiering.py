@@ -172,7 +172,9 @@ def test_a_device_delete_is_purged_from_the_objects_by_compaction(start_server, 
     bucket = "telemark-tier-purge"
     client = s3(moto)
     client.create_bucket(Bucket=bucket)
-    s = start_server(CONFIG, extra_args=("--object-store", f"s3://{bucket}/p"), env=env_for(moto))
+    # Every upload in parts (one part each here): the multipart path against a real S3 API.
+    s = start_server(CONFIG.replace('after = "7d"', 'after = "7d"\nmultipart_bytes = 1'),
+                     extra_args=("--object-store", f"s3://{bucket}/p"), env=env_for(moto))
     today = time.time_ns() // DAY * DAY
     lines = [f"readings,name=truck-{d} fuel={d}.25,note=\"marker-{d}-x9\" {today - 12 * DAY + h * HOUR}"
              for d in range(3) for h in range(12 * 24)]
