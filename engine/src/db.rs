@@ -117,6 +117,10 @@ pub struct DatabaseStats {
     pub tier_garbage_objects: u64,
     /// Column chunks fetched from object storage whose checksum did not match, since open.
     pub tier_checksum_failures: u64,
+    /// Column chunks served from the local disk cache since open.
+    pub tier_disk_cache_hits: u64,
+    /// Bytes in the local disk cache of cold data.
+    pub tier_disk_cache_bytes: u64,
 }
 
 /// Monotonic counters, read by [`Database::stats`].
@@ -275,7 +279,7 @@ impl Database {
         #[cfg(feature = "tiering")]
         let tier = match &options.tiering {
             Some(t) => {
-                let tier = crate::tiering::Tier::new(t.clone())?;
+                let tier = crate::tiering::Tier::new(t.clone(), dir.join("cache"))?;
                 tier.check()?;
                 Some(Arc::new(tier))
             }
@@ -826,6 +830,8 @@ impl Database {
                 s.tier_cache_hits = c.cache_hits.load(Ordering::Relaxed);
                 s.tier_garbage_objects = c.garbage_objects.load(Ordering::Relaxed);
                 s.tier_checksum_failures = c.checksum_failures.load(Ordering::Relaxed);
+                s.tier_disk_cache_hits = c.disk_cache_hits.load(Ordering::Relaxed);
+                s.tier_disk_cache_bytes = t.disk.as_ref().map_or(0, |d| d.used());
             }
         }
         s.write_stall_nanos = c.write_stall_nanos.load(Ordering::Relaxed);

@@ -199,6 +199,9 @@ pub struct TieringOptions {
     /// Files of at least this size are uploaded in parts (multipart).
     /// Default: 64 MiB.
     pub multipart_bytes: u64,
+    /// Bytes of cold column chunks kept on local disk (`<data dir>/cache`),
+    /// checked against their checksums on every read; 0 = none. Default: 1 GiB.
+    pub disk_cache_bytes: u64,
 }
 
 /// Part size of multipart uploads (S3 wants at least 5 MiB but the last).
@@ -215,6 +218,7 @@ impl TieringOptions {
             row_group_rows: 65_536,
             cache_bytes: 256 << 20,
             multipart_bytes: 64 << 20,
+            disk_cache_bytes: 1 << 30,
         }
     }
 }
@@ -276,6 +280,7 @@ pub(crate) struct TierCounters {
     pub(crate) cache_hits: std::sync::atomic::AtomicU64,
     pub(crate) garbage_objects: std::sync::atomic::AtomicU64,
     pub(crate) checksum_failures: std::sync::atomic::AtomicU64,
+    pub(crate) disk_cache_hits: std::sync::atomic::AtomicU64,
 }
 
 /// The engine's connection to the cold tier: the store, a runtime for its
@@ -285,6 +290,8 @@ pub(crate) struct Tier {
     pub(crate) options: TieringOptions,
     io: IoRuntime,
     cache: Mutex<RowGroupCache>,
+    /// Column chunks on local disk, when `disk_cache_bytes` > 0.
+    pub(crate) disk: Option<Arc<DiskCache>>,
     pub(crate) counters: Arc<TierCounters>,
     /// Ids of retired cold files a running scan still holds.
     held: Arc<Mutex<std::collections::HashSet<u64>>>,
@@ -332,12 +339,17 @@ impl Drop for IoRuntime {
 }
 
 impl Tier {
-    pub(crate) fn new(options: TieringOptions) -> Result<Self> {
+    pub(crate) fn new(options: TieringOptions, cache_dir: PathBuf) -> Result<Self> {
         let cache = Mutex::new(RowGroupCache::new(options.cache_bytes));
+        let disk = match options.disk_cache_bytes {
+            0 => None,
+            cap => Some(Arc::new(DiskCache::open(cache_dir, cap)?)),
+        };
         Ok(Tier {
             options,
             io: IoRuntime::new("telemark-tier")?,
             cache,
+            disk,
             counters: Arc::default(),
             held: Arc::default(),
         })
@@ -451,9 +463,11 @@ impl Tier {
         let reader = VerifiedReader {
             store,
             path,
+            id: cold.entry.id,
             chunks: cold.chunks.clone(),
             metadata: cold.metadata.metadata().clone(),
             counters: self.counters.clone(),
+            disk: self.disk.clone(),
         };
         let batches = self
             .block(async move {
@@ -581,9 +595,12 @@ fn append_from_array(col: &mut Column, t: FieldType, array: &dyn Array, keep: &[
 struct VerifiedReader {
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
+    /// The cold file's id (disk-cache keys).
+    id: u64,
     chunks: Arc<HashMap<(u64, u64), u32>>,
     metadata: Arc<ParquetMetaData>,
     counters: Arc<TierCounters>,
+    disk: Option<Arc<DiskCache>>,
 }
 
 impl VerifiedReader {
@@ -607,19 +624,53 @@ impl VerifiedReader {
     }
 }
 
+impl VerifiedReader {
+    /// The ranges, from the disk cache where it holds a block that checks
+    /// out (a damaged block is dropped and fetched again), the rest from the
+    /// store in one coalesced request, each checked, then cached.
+    async fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> parquet::errors::Result<Vec<bytes::Bytes>> {
+        let mut out: Vec<Option<bytes::Bytes>> = vec![None; ranges.len()];
+        let mut missing = Vec::new();
+        for (i, r) in ranges.iter().enumerate() {
+            let want = self.chunks.get(&(r.start, r.end)).copied();
+            match (&self.disk, want) {
+                (Some(disk), Some(crc)) => match disk.get(self.id, r, crc) {
+                    Some(b) => {
+                        self.counters.disk_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        out[i] = Some(b);
+                    }
+                    None => missing.push(i),
+                },
+                _ => missing.push(i),
+            }
+        }
+        if !missing.is_empty() {
+            let wanted: Vec<_> = missing.iter().map(|&i| ranges[i].clone()).collect();
+            let data = self
+                .store
+                .get_ranges(&self.path, &wanted)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+            for (&i, d) in missing.iter().zip(data) {
+                self.check(&ranges[i], &d)?;
+                if let Some(disk) = &self.disk {
+                    disk.put(self.id, &ranges[i], &d);
+                }
+                out[i] = Some(d);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+}
+
 impl AsyncFileReader for VerifiedReader {
     fn get_bytes(
         &mut self,
         range: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
         Box::pin(async move {
-            let data = self
-                .store
-                .get_range(&self.path, range.clone())
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
-            self.check(&range, &data)?;
-            Ok(data)
+            let mut got = self.fetch(std::slice::from_ref(&range)).await?;
+            got.pop().ok_or_else(|| parquet::errors::ParquetError::General("no data for a range".into()))
         })
     }
 
@@ -627,17 +678,7 @@ impl AsyncFileReader for VerifiedReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
-        Box::pin(async move {
-            let data = self
-                .store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
-            for (r, d) in ranges.iter().zip(&data) {
-                self.check(r, d)?;
-            }
-            Ok(data)
-        })
+        Box::pin(async move { self.fetch(&ranges).await })
     }
 
     fn get_metadata<'a>(
@@ -646,6 +687,129 @@ impl AsyncFileReader for VerifiedReader {
     ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         let m = self.metadata.clone();
         Box::pin(async move { Ok(m) })
+    }
+}
+
+/// Column chunks of cold files on local disk, capped in bytes (least
+/// recently used out first). A block is a plain file; it is served only if
+/// its CRC32C equals the one the index recorded at upload, else it is
+/// removed and fetched again. Survives restarts (rebuilt from the
+/// directory at open); never part of a backup.
+#[derive(Debug)]
+pub(crate) struct DiskCache {
+    dir: PathBuf,
+    cap: u64,
+    state: Mutex<DiskState>,
+}
+
+#[derive(Debug, Default)]
+struct DiskState {
+    used: u64,
+    /// Block file name -> (size, last use tick).
+    blocks: HashMap<String, (u64, u64)>,
+    tick: u64,
+}
+
+impl DiskCache {
+    pub(crate) fn open(dir: PathBuf, cap: u64) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut state = DiskState::default();
+        for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Ok(meta) = e.metadata() else { continue };
+            if name.ends_with(".blk") {
+                state.used += meta.len();
+                state.blocks.insert(name, (meta.len(), 0));
+            } else {
+                let _ = std::fs::remove_file(e.path()); // a temporary file of a crashed write
+            }
+        }
+        let cache = DiskCache { dir, cap, state: Mutex::new(state) };
+        cache.evict();
+        Ok(cache)
+    }
+
+    fn name(id: u64, r: &std::ops::Range<u64>) -> String {
+        format!("{id}-{}-{}.blk", r.start, r.end - r.start)
+    }
+
+    fn get(&self, id: u64, r: &std::ops::Range<u64>, crc: u32) -> Option<bytes::Bytes> {
+        let name = Self::name(id, r);
+        {
+            let mut s = lock(&self.state);
+            s.tick += 1;
+            let tick = s.tick;
+            s.blocks.get_mut(&name)?.1 = tick;
+        }
+        let path = self.dir.join(&name);
+        match std::fs::read(&path) {
+            Ok(data) if data.len() as u64 == r.end - r.start && crc32c::crc32c(&data) == crc => Some(data.into()),
+            _ => {
+                tracing::warn!(block = %path.display(), "a cold-cache block is damaged or unreadable; fetching it again");
+                self.remove(&name);
+                None
+            }
+        }
+    }
+
+    fn put(&self, id: u64, r: &std::ops::Range<u64>, data: &[u8]) {
+        let len = data.len() as u64;
+        if len > self.cap {
+            return;
+        }
+        let name = Self::name(id, r);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        if std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, self.dir.join(&name))).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        {
+            let mut s = lock(&self.state);
+            s.tick += 1;
+            let tick = s.tick;
+            if let Some(old) = s.blocks.insert(name, (len, tick)) {
+                s.used -= old.0;
+            }
+            s.used += len;
+        }
+        self.evict();
+    }
+
+    fn remove(&self, name: &str) {
+        let mut s = lock(&self.state);
+        if let Some((len, _)) = s.blocks.remove(name) {
+            s.used -= len;
+        }
+        let _ = std::fs::remove_file(self.dir.join(name));
+    }
+
+    /// Drops every block of a cold file (it was retired).
+    fn forget(&self, id: u64) {
+        let prefix = format!("{id}-");
+        let names: Vec<String> = lock(&self.state).blocks.keys().filter(|n| n.starts_with(&prefix)).cloned().collect();
+        for n in names {
+            self.remove(&n);
+        }
+    }
+
+    fn evict(&self) {
+        loop {
+            let victim = {
+                let s = lock(&self.state);
+                if s.used <= self.cap {
+                    return;
+                }
+                s.blocks.iter().min_by_key(|(_, (_, t))| *t).map(|(n, _)| n.clone())
+            };
+            match victim {
+                Some(n) => self.remove(&n),
+                None => return,
+            }
+        }
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        lock(&self.state).used
     }
 }
 
@@ -792,6 +956,9 @@ impl ColdHandle {
     /// last scan holding it is done.
     pub(crate) fn retire(&self, tier: &Tier, cold_dir: &Path) {
         lock(&tier.cache).forget(self.entry.id);
+        if let Some(d) = &tier.disk {
+            d.forget(self.entry.id);
+        }
         lock(&tier.held).insert(self.entry.id);
         *lock(&self.retired) = Some(Retired {
             store: tier.options.store.store.clone(),

@@ -220,6 +220,8 @@ fn old_partitions_move_to_object_storage_and_read_back_the_same() {
     put(&store, "tier/test/db/m/date=2000-01-01/m-0-99999999.parquet");
 
     // Reopen: planning needs no remote call; a one-device one-hour query fetches one row group.
+    // (The disk cache is emptied first: these reads must reach the store.)
+    std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
     let db = Database::open(dir.path(), options(&store)).unwrap();
     let from = day0 + DAY + 5 * HOUR;
     // Damage in transit is an error naming the checksum, never a wrong answer, and is not cached.
@@ -236,6 +238,29 @@ fn old_partitions_move_to_object_storage_and_read_back_the_same() {
     // One row group (time + v: a ranged GET per column chunk, coalesced or not).
     assert!((1..=2).contains(&fetched), "a one-device one-hour query made {fetched} GETs");
     assert_eq!(rows(&db, None, None), expected, "answers changed after reopen");
+
+    // The disk cache: after another reopen (memory cache empty) the same scan makes no GET.
+    drop(db);
+    let db = Database::open(dir.path(), options(&store)).unwrap();
+    let gets = store.gets.load(Ordering::SeqCst);
+    assert_eq!(rows(&db, None, None), expected);
+    assert_eq!(store.gets.load(Ordering::SeqCst), gets, "the disk cache did not serve the cold chunks");
+    assert!(db.stats().tier_disk_cache_hits > 0 && db.stats().tier_disk_cache_bytes > 0);
+    // A damaged block is never served: fetched again, the answer unchanged.
+    drop(db);
+    let mut damaged = 0;
+    for e in std::fs::read_dir(dir.path().join("cache")).unwrap() {
+        let p = e.unwrap().path();
+        let mut b = std::fs::read(&p).unwrap();
+        b[0] ^= 0x40;
+        std::fs::write(&p, b).unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0);
+    let db = Database::open(dir.path(), options(&store)).unwrap();
+    let gets = store.gets.load(Ordering::SeqCst);
+    assert_eq!(rows(&db, None, None), expected, "a damaged cache block changed an answer");
+    assert!(store.gets.load(Ordering::SeqCst) > gets, "damaged blocks were not fetched again");
 
     // Retention over everything older than 9 days removes cold objects too.
     let names = objects(&store);

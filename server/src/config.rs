@@ -87,6 +87,8 @@ pub struct TieringConfig {
     pub cache_bytes: usize,
     /// Objects of at least this many bytes are uploaded in parts.
     pub multipart_bytes: u64,
+    /// Bytes of cold column chunks cached on local disk (`<data_dir>/cache`); 0 = none.
+    pub disk_cache_bytes: u64,
     /// Per-database or per-table thresholds.
     pub rule: Vec<TieringRuleConfig>,
 }
@@ -109,6 +111,7 @@ impl Default for TieringConfig {
             row_group_rows: 65_536,
             cache_bytes: 256 << 20,
             multipart_bytes: 64 << 20,
+            disk_cache_bytes: 1 << 30,
             rule: Vec::new(),
         }
     }
@@ -394,6 +397,7 @@ impl Config {
         t.row_group_rows = self.tiering.row_group_rows.max(1);
         t.cache_bytes = self.tiering.cache_bytes;
         t.multipart_bytes = self.tiering.multipart_bytes.max(1);
+        t.disk_cache_bytes = self.tiering.disk_cache_bytes;
         Ok(Some(t))
     }
 

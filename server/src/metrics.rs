@@ -193,6 +193,18 @@ impl Metrics {
                 db.tier_garbage_objects,
             ),
             (
+                "telemark_tier_disk_cache_hits_total",
+                "counter",
+                "Cold column chunks served from the disk cache.",
+                db.tier_disk_cache_hits,
+            ),
+            (
+                "telemark_tier_disk_cache_bytes",
+                "gauge",
+                "Bytes in the disk cache of cold data.",
+                db.tier_disk_cache_bytes,
+            ),
+            (
                 "telemark_tier_checksum_failures_total",
                 "counter",
                 "Column chunks from object storage that failed their checksum (refused, never served).",

@@ -218,7 +218,8 @@ def test_a_device_delete_is_purged_from_the_objects_by_compaction(start_server, 
         {"name": "truck-0", "n": 12 * 24}, {"name": "truck-2", "n": 12 * 24}]
 
 
-FAULT_CONFIG = CONFIG + """
+# No disk cache: the damaged reads below must reach the store.
+FAULT_CONFIG = CONFIG.replace('after = "7d"', 'after = "7d"\ndisk_cache_bytes = 0') + """
 [object_store]
 timeout_secs = 2
 connect_timeout_secs = 2
