@@ -601,8 +601,15 @@ pub(crate) fn background(weak: Weak<Inner>) {
             if let Err(e) = crate::tiering::purge(&inner, &tier, None) {
                 tracing::error!(error = %e, "purging deleted rows from cold files failed");
             }
-            if let Err(e) = crate::tiering::run(&inner, &tier, None) {
-                tracing::error!(error = %e, "background tiering failed");
+            match crate::tiering::run(&inner, &tier, None) {
+                // A failed upload may have left an object: collect it now, not at the next start.
+                Ok(r) if !r.failures.is_empty() => {
+                    if let Err(e) = crate::tiering::collect_garbage(&inner, &tier) {
+                        tracing::warn!(error = %e, "cold-tier garbage collection failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "background tiering failed"),
             }
         }
     }
