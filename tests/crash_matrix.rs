@@ -34,7 +34,11 @@ use telemark_engine::{Database, ScanRequest};
 #[allow(dead_code, reason = "the child's `main` runs only in the child process; the test shares its scenario")]
 mod lifecycle_child;
 
-use lifecycle_child::{DATABASE, DAY, KEEP, SCENARIO, Step, TABLE, delete_request, object_dir, options, rows};
+use lifecycle_child::{
+    DATABASE, DAY, KEEP, SCENARIO, Step, TABLE, backup_dir, delete_request, object_dir, options, options_with_store,
+    rows,
+};
+use telemark_engine::tiering::TierStore;
 
 /// What a scan returns: `(device, time)` → `(id, v as bits)`.
 type Rows = BTreeMap<(u8, i64), (i64, u64)>;
@@ -86,7 +90,7 @@ impl Model {
                 self.rows.retain(|(_, t), _| *t >= cutoff);
                 None
             }
-            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Tier | Step::Close => None,
+            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Tier | Step::Backup | Step::Close => None,
         }
     }
 }
@@ -210,7 +214,7 @@ fn check(dir: &Path, base: i64, log: &Log, label: &str) {
                 applied.apply(base, step);
                 alternatives.push(applied);
             }
-            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Tier | Step::Close => {}
+            Step::Flush | Step::EnforceRetention | Step::Compact | Step::Tier | Step::Backup | Step::Close => {}
             step @ (Step::Write { .. } | Step::SetRetention) => panic!("{label}: no failpoint in step {step:?}"),
         }
     }
@@ -220,6 +224,7 @@ fn check(dir: &Path, base: i64, log: &Log, label: &str) {
     let got = read_rows(&db);
     let matching: Vec<&Model> = alternatives.iter().filter(|m| m.rows == got).collect();
     assert!(!matching.is_empty(), "{label}: after reopen, {}", diff(&alternatives[0].rows, &got));
+    check_backup(dir, base, log, label);
 
     let report = db.compact().unwrap_or_else(|e| panic!("{label}: compaction after reopen failed: {e}"));
     assert!(report.failures.is_empty(), "{label}: compaction after reopen: {:?}", report.failures);
@@ -251,6 +256,35 @@ fn check(dir: &Path, base: i64, log: &Log, label: &str) {
     verify(&db, dir, &format!("{label}, after the second reopen"));
     let again = read_rows(&db);
     assert!(again == got, "{label}: the second reopen changed the answer: {}", diff(&got, &again));
+}
+
+/// The newest complete backup restores to the rows as of the last backup
+/// step that returned; a backup the child died in is not complete (no
+/// BACKUP file) and a restore never picks it.
+fn check_backup(dir: &Path, base: i64, log: &Log, label: &str) {
+    let mut model = Model::default();
+    let mut expected = None;
+    for &i in &log.done {
+        model.apply(base, &SCENARIO[i]);
+        if matches!(SCENARIO[i], Step::Backup) {
+            expected = Some(model.rows.clone());
+        }
+    }
+    let target = tempfile::tempdir().unwrap();
+    let restored = target.path().join("restored");
+    let from = TierStore::from_url(&format!("file://{}", backup_dir(dir).display())).unwrap();
+    let result = telemark_engine::backup::restore(&from, None, &restored, &mut |_| {});
+    match (expected, result) {
+        (None, Err(e)) => assert!(e.to_string().contains("no complete backup"), "{label}: restore: {e}"),
+        (None, Ok(r)) => panic!("{label}: restored {} although no backup step returned", r.name),
+        (Some(_), Err(e)) => panic!("{label}: restoring the newest complete backup failed: {e}"),
+        (Some(rows), Ok(_)) => {
+            let db = Database::open(&restored, options_with_store(&object_dir(dir)))
+                .unwrap_or_else(|e| panic!("{label}: opening the restored backup failed: {e}"));
+            let got = read_rows(&db);
+            assert!(got == rows, "{label}: the restored backup: {}", diff(&rows, &got));
+        }
+    }
 }
 
 fn verify(db: &Database, dir: &Path, label: &str) {
@@ -328,6 +362,7 @@ crash_tests! {
     crash_after_tier_uploaded: "tier.uploaded",
     crash_after_tier_index_written: "tier.index_written",
     crash_after_tier_manifest_swapped: "tier.manifest_swapped",
+    crash_after_backup_files_uploaded: "backup.files_uploaded",
 }
 
 #[test]

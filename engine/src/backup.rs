@@ -237,8 +237,11 @@ pub(crate) fn backup(inner: &Inner, to: &TierStore, progress: &mut dyn FnMut(&Pr
     let remote = Remote::new(to)?;
     remote.backups()?; // the store answers before any work
     inner.flush()?;
-    // The snapshot: the manifest and, pinned, every file it lists.
+    // The snapshot: the manifest and, pinned, every file it lists. Taken
+    // between jobs (compaction, tiering), so no upload is in flight whose id
+    // the snapshot would count as handed out but not know.
     let (manifest, pinned) = {
+        let _between_jobs = lock(&inner.compaction_lock);
         let manifest = lock(&inner.manifest);
         let state = read(&inner.state);
         let mut pinned = Vec::new();
@@ -308,6 +311,7 @@ pub(crate) fn backup(inner: &Inner, to: &TierStore, progress: &mut dyn FnMut(&Pr
         crc32c: crc32c::crc32c(&manifest_bytes),
     };
     remote.put(&manifest_record.object, manifest_bytes)?;
+    crate::failpoint::hit("backup.files_uploaded");
     let cold: Vec<ColdRecord> = manifest
         .databases
         .values()

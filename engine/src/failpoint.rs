@@ -23,6 +23,7 @@
 //! | `tier.uploaded` | a cold object is uploaded and verified, its index not written |
 //! | `tier.index_written` | its local index is durable, the manifest is not swapped |
 //! | `tier.manifest_swapped` | the manifest lists the cold file, the segments are not unlinked |
+//! | `backup.files_uploaded` | a backup's files and manifest are uploaded, its BACKUP file is not |
 
 /// Every failpoint name, for tests that crash at each.
 pub const NAMES: &[&str] = &[
@@ -36,6 +37,7 @@ pub const NAMES: &[&str] = &[
     "tier.uploaded",
     "tier.index_written",
     "tier.manifest_swapped",
+    "backup.files_uploaded",
 ];
 
 /// Aborts the process if `TELEMARK_FAILPOINT` names this point, or sleeps

@@ -61,6 +61,8 @@ pub(crate) enum Step {
     Compact,
     /// Moves partitions older than 7 days to the object store.
     Tier,
+    /// Backs the database up to the directory `<dir>.backups`.
+    Backup,
     Close,
 }
 
@@ -92,6 +94,7 @@ pub(crate) const SCENARIO: &[Step] = &[
     Step::EnforceRetention,
     Step::Write { id: 7, days: &[-1, 0], hours: &[11], devices: ALL },
     Step::Compact,
+    Step::Backup,
     Step::Tier,
     // A delete reaching into a cold day (purged from the object by the next compaction),
     // and a late row into a cold day that overwrites a cold row.
@@ -101,6 +104,7 @@ pub(crate) const SCENARIO: &[Step] = &[
     // Overwrites compacted rows; d3's come back after its delete.
     Step::Write { id: 8, days: &[-1], hours: &[1, 2, 3], devices: ALL },
     Step::Compact,
+    Step::Backup,
     Step::Write { id: 9, days: &[0], hours: &[12], devices: ALL },
     Step::Close,
 ];
@@ -150,10 +154,22 @@ pub(crate) fn object_dir(dir: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Backups of the data directory `dir` go to the directory `<dir>.backups`.
+pub(crate) fn backup_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".backups");
+    PathBuf::from(name)
+}
+
 /// Options without background threads, so only the scenario's steps flush,
 /// compact and tier; tiering to a local directory beside `dir`.
 pub(crate) fn options(dir: &Path) -> Options {
-    let store = TierStore::from_url(&format!("file://{}", object_dir(dir).display())).unwrap();
+    options_with_store(&object_dir(dir))
+}
+
+/// [`options`] with the object store in directory `objects`.
+pub(crate) fn options_with_store(objects: &Path) -> Options {
+    let store = TierStore::from_url(&format!("file://{}", objects.display())).unwrap();
     let mut tiering = TieringOptions::new(store);
     tiering.background = false;
     tiering.after = Duration::from_secs(7 * 86_400);
@@ -225,6 +241,10 @@ fn main() {
                 if !report.failures.is_empty() {
                     fail(i, "tier", format!("{:?}", report.failures));
                 }
+            }
+            Step::Backup => {
+                let to = TierStore::from_url(&format!("file://{}", backup_dir(Path::new(dir)).display())).unwrap();
+                d.backup(&to, &mut |_| {}).unwrap_or_else(|e| fail(i, "backup", e));
             }
             Step::Close => {
                 if let Some(d) = db.take() {
