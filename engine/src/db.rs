@@ -321,6 +321,9 @@ impl Database {
         }
         #[cfg(feature = "tiering")]
         {
+            if let Some(t) = &tier {
+                crate::tiering::abort_interrupted_uploads(t, &cold_dir)?;
+            }
             let known = manifest.databases.values().flat_map(|d| d.tables.values()).flat_map(|t| t.cold.iter());
             let known: std::collections::HashSet<u64> = known.map(|c| c.id).collect();
             crate::tiering::remove_orphan_indexes(backend.as_ref(), &cold_dir, &known)?;

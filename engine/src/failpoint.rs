@@ -23,6 +23,7 @@
 //! | `tier.uploaded` | a cold object is uploaded and verified, its index not written |
 //! | `tier.index_written` | its local index is durable, the manifest is not swapped |
 //! | `tier.manifest_swapped` | the manifest lists the cold file, the segments are not unlinked |
+//! | `tier.part_uploaded` | a part of a multipart upload is stored (not in the crash matrix: its store has no multipart API; a real-client test kills the server mid-upload instead) |
 //! | `backup.files_uploaded` | a backup's files and manifest are uploaded, its BACKUP file is not |
 
 /// Every failpoint name, for tests that crash at each.

@@ -59,11 +59,26 @@ use crate::series::{SeriesData, SeriesKey};
 use crate::{Error, Result};
 
 /// Where cold data goes: an object store and a prefix in it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TierStore {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) prefix: ObjectPath,
     description: String,
+    /// The same store's multipart API, where it has one (S3, GCS, Azure,
+    /// memory): uploads then record their id, so one a crash interrupts is
+    /// aborted at the next open.
+    pub(crate) multipart: Option<Arc<dyn object_store::multipart::MultipartStore>>,
+}
+
+impl std::fmt::Debug for TierStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierStore")
+            .field("store", &self.store)
+            .field("prefix", &self.prefix)
+            .field("description", &self.description)
+            .field("multipart", &self.multipart.is_some())
+            .finish()
+    }
 }
 
 impl TierStore {
@@ -112,8 +127,8 @@ impl TierStore {
                 if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
                     builder = builder.with_region("us-east-1");
                 }
-                let store = builder.build().map_err(|e| bad(&e.to_string()))?;
-                Ok(TierStore::new(Arc::new(store), prefix, url))
+                let store = Arc::new(builder.build().map_err(|e| bad(&e.to_string()))?);
+                Ok(TierStore::new(store.clone(), prefix, url).with_multipart_store(store))
             }
             "file" => {
                 let dir = Path::new(rest);
@@ -125,7 +140,10 @@ impl TierStore {
                     object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(&e.to_string()))?;
                 Ok(TierStore::new(Arc::new(store), "", url))
             }
-            "memory" => Ok(TierStore::new(Arc::new(object_store::memory::InMemory::new()), rest, url)),
+            "memory" => {
+                let store = Arc::new(object_store::memory::InMemory::new());
+                Ok(TierStore::new(store.clone(), rest, url).with_multipart_store(store))
+            }
             other => Err(bad(&format!("unsupported scheme {other:?} (use s3, file or memory)"))),
         }
     }
@@ -133,7 +151,14 @@ impl TierStore {
     /// A store the caller built (a wrapping store in tests, another cloud).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, description: &str) -> Self {
         let prefix = ObjectPath::from(prefix.trim_matches('/'));
-        TierStore { store, prefix, description: description.to_string() }
+        TierStore { store, prefix, description: description.to_string(), multipart: None }
+    }
+
+    /// The store's multipart API (the same store as an `ObjectStore`):
+    /// uploads interrupted by a crash can then be aborted at the next open.
+    pub fn with_multipart_store(mut self, m: Arc<dyn object_store::multipart::MultipartStore>) -> Self {
+        self.multipart = Some(m);
+        self
     }
 
     /// The URL or description it was opened with.
@@ -376,16 +401,49 @@ impl Tier {
     /// Uploads a staged file (in one request, or as a multipart upload at or
     /// above `multipart_bytes`, aborted on failure) and verifies the stored
     /// object: its size by HEAD, then the CRC32C of a streamed read-back.
-    fn upload(&self, relative: &str, file: &Staged) -> Result<()> {
+    fn upload(&self, relative: &str, file: &Staged, record_dir: &Path) -> Result<()> {
         let store = self.options.store.store.clone();
+        let mp = self.options.store.multipart.clone();
         let path = self.options.store.path(relative);
         let (len, crc) = (file.size, file.crc);
         let local = file.path.clone();
         let multipart = len >= self.options.multipart_bytes;
+        let record =
+            record_dir.join(format!("{}.mpu", file.path.file_stem().and_then(|s| s.to_str()).unwrap_or("upload")));
         let shown = path.to_string();
         self.block(async move {
             let io = |e: std::io::Error| object_store::Error::Generic { store: "local stage", source: Box::new(e) };
-            if multipart {
+            if multipart && let Some(mp) = mp {
+                // The upload's id is recorded before any part goes: a crash
+                // leaves the record, and the next open aborts the upload.
+                let id = mp.create_multipart(&path).await?;
+                std::fs::write(&record, format!("{path}\n{id}\n")).map_err(io)?;
+                let sent: object_store::Result<()> = async {
+                    use std::io::Read;
+                    let mut f = std::fs::File::open(&local).map_err(io)?;
+                    let mut parts = Vec::new();
+                    loop {
+                        let mut buf = Vec::with_capacity(MULTIPART_PART_BYTES);
+                        let n = (&mut f).take(MULTIPART_PART_BYTES as u64).read_to_end(&mut buf).map_err(io)?;
+                        if n == 0 && !parts.is_empty() {
+                            break;
+                        }
+                        parts.push(mp.put_part(&path, &id, parts.len(), PutPayload::from(buf)).await?);
+                        crate::failpoint::hit("tier.part_uploaded");
+                        if n < MULTIPART_PART_BYTES {
+                            break;
+                        }
+                    }
+                    mp.complete_multipart(&path, &id, parts).await?;
+                    Ok(())
+                }
+                .await;
+                if sent.is_err() {
+                    let _ = mp.abort_multipart(&path, &id).await;
+                }
+                let _ = std::fs::remove_file(&record);
+                sent?;
+            } else if multipart {
                 let upload = store.put_multipart(&path).await?;
                 let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
                 let sent: object_store::Result<()> = async {
@@ -759,7 +817,10 @@ impl DiskCache {
         }
         let name = Self::name(id, r);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        if std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, self.dir.join(&name))).is_err() {
+        // No fsync: a block torn by a crash fails its checksum and is fetched again.
+        #[allow(clippy::disallowed_methods, reason = "cache blocks need no durability")]
+        let written = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, self.dir.join(&name)));
+        if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
             return;
         }
@@ -1069,6 +1130,34 @@ pub(crate) fn open_cold(cold_dir: &Path, entry: &ColdEntry) -> Result<ColdHandle
     ColdHandle::new(entry.clone(), index, metadata)
 }
 
+/// Aborts the multipart uploads a crash interrupted (their `.mpu` records
+/// in `cold_dir`: the object path and the upload id), then drops the records.
+pub(crate) fn abort_interrupted_uploads(tier: &Tier, cold_dir: &Path) -> Result<usize> {
+    let mut aborted = 0;
+    for e in std::fs::read_dir(cold_dir).map_err(|e| Error::io(cold_dir, e))?.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "mpu") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let mut lines = text.lines();
+        if let (Some(path), Some(id), Some(mp)) = (lines.next(), lines.next(), tier.options.store.multipart.clone()) {
+            let (path, id) = (ObjectPath::from(path), id.to_string());
+            match tier.block(async move { mp.abort_multipart(&path, &id).await })? {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(record = %p.display(), error = %e, "could not abort an interrupted multipart upload; keeping its record");
+                    continue;
+                }
+            }
+            tracing::info!(object = %text.lines().next().unwrap_or(""), "aborted a multipart upload a crash interrupted");
+            aborted += 1;
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+    Ok(aborted)
+}
+
 /// Removes index files the manifest does not list (a tiering job that
 /// crashed before its manifest swap).
 pub(crate) fn remove_orphan_indexes(
@@ -1079,6 +1168,9 @@ pub(crate) fn remove_orphan_indexes(
     for e in std::fs::read_dir(cold_dir).map_err(|e| Error::io(cold_dir, e))? {
         let e = e.map_err(|e| Error::io(cold_dir, e))?;
         let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".mpu") {
+            continue; // an interrupted multipart upload, aborted once a store is configured
+        }
         let id = name.strip_suffix(".tmc").and_then(|n| n.parse::<u64>().ok());
         if id.is_none_or(|id| !known.contains(&id)) {
             crate::fs::remove_durable(backend, &e.path())?;
@@ -1499,7 +1591,7 @@ fn install(
     };
     let object = object_name(db, table, partition, id);
     let (crc, bytes) = (file.crc, file.size);
-    tier.upload(&object, &file)?;
+    tier.upload(&object, &file, &inner.cold_dir)?;
     let metadata_bytes = std::mem::take(&mut { file }.metadata);
     crate::failpoint::hit("tier.uploaded");
     let metadata = ParquetMetaDataReader::decode_metadata(&metadata_bytes)

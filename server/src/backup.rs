@@ -3,7 +3,7 @@
 //! A running server is backed up over HTTP instead (`POST /api/v3/admin/backup`).
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use telemark_engine::backup::Progress;
 use telemark_engine::tiering::TierStore;
@@ -67,7 +67,7 @@ pub(crate) fn backup(config: Config, data_dir: &Path, to: &str) -> Result<(), St
 }
 
 /// `telemark restore --from URL --data-dir EMPTY_DIR [--backup NAME]`.
-pub(crate) fn restore(from: &str, data_dir: &PathBuf, name: Option<&str>) -> Result<(), String> {
+pub(crate) fn restore(from: &str, data_dir: &Path, name: Option<&str>) -> Result<(), String> {
     let source = TierStore::from_url(from).map_err(|e| e.to_string())?;
     let report = telemark_engine::backup::restore(&source, name, data_dir, &mut progress_bar("restore"))
         .map_err(|e| e.to_string())?;

@@ -6,7 +6,8 @@ request, forwards it untouched or breaks it in one of the ways networks and obje
 - `hang_after_store`: forward the request (the object is stored), then answer nothing until the
   client gives up;
 - `corrupt`: forward, then flip a bit of the response body's first byte;
-- `truncate`: forward, then send only the first half of the body (headers adjusted to match).
+- `truncate`: forward, then send only the first half of the body (headers adjusted to match);
+- `delay`: wait 30 s, then forward (a request in flight when a test kills the client).
 
 Faults are queued with `fail(method, action, times=1, ranged=None)`; each matching request takes the
 first queued fault whose method matches (and, if given, whether it carries a Range header and a
@@ -83,6 +84,8 @@ class S3FaultProxy:
             h.close_connection = True
             return
         body = h.rfile.read(length) if length else b""
+        if action == "delay":
+            time.sleep(30)
         if action == "status":
             payload = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
             h.send_response(fault["status"])

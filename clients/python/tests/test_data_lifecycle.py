@@ -176,7 +176,7 @@ def test_compaction_endpoint_merges_files_and_reports(start_server):
     assert report["files_after"] == 1 and report["files_before"] >= table["files"], report
     assert report["bytes_before"] > 0 and report["bytes_after"] > 0 and report["failures"] == [], report
     assert report["tables"] == [{"table": "readings", "files": 1, "bytes": report["bytes_after"], "partitions": 1,
-                                 "max_files_per_partition": 1}], report
+                                 "max_files_per_partition": 1, "cold_files": 0, "cold_bytes": 0}], report
     got = rows(s, "SELECT name, count(*) AS n, sum(velocity) AS v FROM readings GROUP BY name ORDER BY name")
     assert got == expect
     metrics = requests.get(f"{s.http}/metrics", timeout=30).text

@@ -7,6 +7,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -303,5 +304,47 @@ def test_upload_and_read_faults_lose_nothing_and_never_answer_wrong(start_server
         assert sql(s, q, db="a") == want
         metrics = requests.get(f"{s.http}/metrics", timeout=30).text
         assert "telemark_tier_checksum_failures_total 0" not in metrics, metrics
+    finally:
+        proxy.close()
+
+
+def test_a_multipart_upload_a_crash_interrupts_is_aborted_at_the_next_start(start_server, moto):
+    """Every upload in parts; the first part's PUT is held by the proxy while the server is killed
+    (SIGKILL). The bucket then holds an unfinished multipart upload; the restarted server aborts it
+    (it recorded the upload's id before sending parts) and tiers the partition again."""
+    from s3_faults import S3FaultProxy
+
+    bucket = "telemark-mpu"
+    client = s3(moto)
+    client.create_bucket(Bucket=bucket)
+    proxy = S3FaultProxy(moto)
+    config = CONFIG.replace('after = "7d"', 'after = "7d"\nmultipart_bytes = 1')
+    try:
+        s = start_server(config, extra_args=("--object-store", f"s3://{bucket}/m"), env=env_for(proxy.url))
+        load_days(s, "fleet", days=9)
+        before = sql(s, SUMMARY)
+        proxy.fail("PUT", "delay", path="uploadId")
+        def tier_in_background():
+            try:
+                requests.post(f"{s.http}/api/v3/admin/tier", params={"db": "fleet"}, timeout=120)
+            except requests.ConnectionError:
+                pass  # the server is killed while it answers: expected
+
+        t = threading.Thread(target=tier_in_background, daemon=True)
+        t.start()
+        deadline = time.time() + 30
+        while proxy.actions("delay") == 0:
+            assert time.time() < deadline, "no part upload reached the proxy"
+            time.sleep(0.05)
+        s.kill()
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        assert len(uploads) == 1, uploads
+        s2 = start_server(config, data_dir=s.data_dir, extra_args=("--object-store", f"s3://{bucket}/m"),
+                          env=env_for(proxy.url))
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        assert "aborted a multipart upload" in s2.output()[1]
+        assert sql(s2, SUMMARY) == before
+        assert tier(s2, "fleet")["partitions"] == 2
+        assert sql(s2, SUMMARY) == before
     finally:
         proxy.close()
