@@ -121,6 +121,9 @@ pub struct DatabaseStats {
     pub tier_disk_cache_hits: u64,
     /// Bytes in the local disk cache of cold data.
     pub tier_disk_cache_bytes: u64,
+    /// Partitions whose tiering failed since open (retried on the next run;
+    /// single requests are also retried inside each upload, see `[object_store] max_retries`).
+    pub tier_failures: u64,
 }
 
 /// Monotonic counters, read by [`Database::stats`].
@@ -834,6 +837,7 @@ impl Database {
                 s.tier_garbage_objects = c.garbage_objects.load(Ordering::Relaxed);
                 s.tier_checksum_failures = c.checksum_failures.load(Ordering::Relaxed);
                 s.tier_disk_cache_hits = c.disk_cache_hits.load(Ordering::Relaxed);
+                s.tier_failures = c.failures.load(Ordering::Relaxed);
                 s.tier_disk_cache_bytes = t.disk.as_ref().map_or(0, |d| d.used());
             }
         }

@@ -306,6 +306,8 @@ pub(crate) struct TierCounters {
     pub(crate) garbage_objects: std::sync::atomic::AtomicU64,
     pub(crate) checksum_failures: std::sync::atomic::AtomicU64,
     pub(crate) disk_cache_hits: std::sync::atomic::AtomicU64,
+    /// Partitions whose tiering failed (they stay local; the next run retries them).
+    pub(crate) failures: std::sync::atomic::AtomicU64,
 }
 
 /// The engine's connection to the cold tier: the store, a runtime for its
@@ -1500,6 +1502,7 @@ pub(crate) fn run(inner: &Inner, tier: &Tier, database: Option<&str>) -> Result<
             }
             Ok(None) => {}
             Err(e) => {
+                tier.counters.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(database = %db, table = %table, partition, error = %e, "tiering a partition failed; its files stay local");
                 report.failures.push(format!("{db}.{table} partition {}: {e}", date_of(partition)));
             }

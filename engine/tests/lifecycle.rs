@@ -458,6 +458,9 @@ fn flush_compaction_delete_retention_and_queries_at_once() {
     let stop = Arc::new(AtomicBool::new(false));
     // device -> times acknowledged (and not deleted)
     let acked: Arc<std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<i64>>>> = Arc::default();
+    // One row first, so the table exists before a reader scans it (a scan of a missing table is an error).
+    write(&db, "m", "seed", &[(base, 0.0)]);
+    acked.lock().unwrap().entry("seed".to_string()).or_default().insert(base);
     let mut threads = Vec::new();
     for w in 0..2 {
         let (db, stop, acked) = (db.clone(), stop.clone(), acked.clone());

@@ -193,6 +193,12 @@ impl Metrics {
                 db.tier_garbage_objects,
             ),
             (
+                "telemark_tier_failures_total",
+                "counter",
+                "Partitions whose tiering failed; they stay local and the next run retries them.",
+                db.tier_failures,
+            ),
+            (
                 "telemark_tier_disk_cache_hits_total",
                 "counter",
                 "Cold column chunks served from the disk cache.",

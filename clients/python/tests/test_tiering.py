@@ -278,6 +278,8 @@ def test_upload_and_read_faults_lose_nothing_and_never_answer_wrong(start_server
         assert report["partitions"] == 4 and len(report["failures"]) == 1, report
         assert "CRC32C" in report["failures"][0], report
         assert sql(s, SUMMARY, db="d") == before["d"]
+        metrics = requests.get(f"{s.http}/metrics", timeout=30).text
+        assert "telemark_tier_failures_total 1" in metrics, metrics
         # The next run collects the unverified object and tiers the partition.
         report = tier(s, "d")
         assert report["partitions"] == 1 and report["garbage_objects"] == 1, report
