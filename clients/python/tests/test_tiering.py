@@ -29,28 +29,42 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def moto():
+def start_moto(log):
+    """moto_server on a free loopback port, or None if it exits before answering."""
     port = free_port()
     exe = pathlib.Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**KEYS, "PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                            env={**KEYS, "PATH": "/usr/bin:/bin"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
-    while True:
+    while time.time() < deadline and proc.poll() is None:
         try:
             requests.get(url, timeout=1)
-            break
+            return proc, url
         except requests.ConnectionError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto_server did not start")
             time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    proc.kill()
+    proc.wait()
+    return None
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """moto_server with dummy keys; three tries (a free port can be taken between finding and binding it)."""
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log_path, "w") as log:
+        for _ in range(3):
+            started = start_moto(log)
+            if started:
+                break
+        else:
+            raise RuntimeError(f"moto_server did not start:\n{log_path.read_text()}")
+        proc, url = started
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def s3(endpoint):
