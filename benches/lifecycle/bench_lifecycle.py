@@ -608,6 +608,11 @@ def report(a, res, argv):
                       "ones (counts and sums of every column over the whole range) and gives the same twelve answers."
                       if counts else "**A variant lost or changed rows (see the problems below).**"))
     print(f"\nReproduce: `{cmd}`")
+    print_problems(res)
+
+
+def print_problems(res):
+    """Lists the checks that failed, under a **Problems:** heading (nothing if all passed)."""
     bad = {k: v for k, v in res["checks"].items() if v != "ok"}
     if bad:
         print("\n**Problems:**\n")

@@ -63,7 +63,7 @@ from bench_fleet import (  # noqa: E402
     FIELDS, START_NS, fingerprint, flight_connect, generate, lp_load, parse_lp, queries, run_duckdb,
     start_telemark, timed)
 from bench_lifecycle import (  # noqa: E402
-    checked_values, compact, http_post, metrics, ratio, run_queries, same_answers, same_contents, storage,
+    checked_values, compact, http_post, metrics, print_problems, ratio, run_queries, same_answers, same_contents, storage,
     write_config)
 
 warnings.filterwarnings("ignore", message="Cannot disable autocommit")
@@ -461,11 +461,7 @@ def report(a, res, argv):
                   "hot first run, right after tiering, cold with the cache cold and warm) are the same, and the "
                   "same as DuckDB's." if ok else "**Answers or contents differ (see the problems below).**"))
     print(f"\nReproduce: `./scripts/bench-tiering.sh{''.join(f' {x}' for x in argv)}`")
-    bad = {k: v for k, v in res["checks"].items() if v != "ok"}
-    if bad:
-        print("\n**Problems:**\n")
-        for k, v in bad.items():
-            print(f"- {k}: {v}")
+    print_problems(res)
 
 
 def main():

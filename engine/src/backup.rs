@@ -124,15 +124,7 @@ struct BackupFile {
 
 fn encode(b: &BackupFile) -> Result<Vec<u8>> {
     let body = serde_json::to_vec(b).map_err(|e| Error::Internal(format!("backup file: {e}")))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    Ok(crate::manifest::frame(&MAGIC, VERSION, &body))
 }
 
 fn decode(what: &str, data: &[u8]) -> Result<BackupFile> {

@@ -172,44 +172,42 @@ fn totals(inner: &Inner, database: Option<&str>) -> (usize, u64) {
 pub(crate) fn partitions(inner: &Inner, database: Option<&str>) -> Vec<PartitionFiles> {
     let state = read(&inner.state);
     let mut by: BTreeMap<(String, String, i64), PartitionFiles> = BTreeMap::new();
-    for ((db, table), list) in &state.segments {
+    fn entry<'a>(
+        by: &'a mut BTreeMap<(String, String, i64), PartitionFiles>,
+        database: Option<&str>,
+        (db, table): &(String, String),
+        start: i64,
+    ) -> Option<&'a mut PartitionFiles> {
         if database.is_some_and(|d| d != db) {
-            continue;
+            return None;
         }
+        Some(by.entry((db.clone(), table.clone(), start)).or_insert_with(|| PartitionFiles {
+            database: db.clone(),
+            table: table.clone(),
+            partition_start: start,
+            files: 0,
+            bytes: 0,
+            rows: 0,
+            cold_files: 0,
+            cold_bytes: 0,
+        }))
+    }
+    for (key, list) in &state.segments {
         for h in list {
-            let p = by.entry((db.clone(), table.clone(), h.entry.partition_start)).or_insert_with(|| PartitionFiles {
-                database: db.clone(),
-                table: table.clone(),
-                partition_start: h.entry.partition_start,
-                files: 0,
-                bytes: 0,
-                rows: 0,
-                cold_files: 0,
-                cold_bytes: 0,
-            });
-            p.files += 1;
-            p.bytes += h.entry.bytes;
-            p.rows += h.entry.rows;
+            if let Some(p) = entry(&mut by, database, key, h.entry.partition_start) {
+                p.files += 1;
+                p.bytes += h.entry.bytes;
+                p.rows += h.entry.rows;
+            }
         }
     }
     #[cfg(feature = "tiering")]
-    for ((db, table), list) in &state.cold {
-        if database.is_some_and(|d| d != db) {
-            continue;
-        }
+    for (key, list) in &state.cold {
         for h in list {
-            let p = by.entry((db.clone(), table.clone(), h.entry.partition_start)).or_insert_with(|| PartitionFiles {
-                database: db.clone(),
-                table: table.clone(),
-                partition_start: h.entry.partition_start,
-                files: 0,
-                bytes: 0,
-                rows: 0,
-                cold_files: 0,
-                cold_bytes: 0,
-            });
-            p.cold_files += 1;
-            p.cold_bytes += h.entry.bytes;
+            if let Some(p) = entry(&mut by, database, key, h.entry.partition_start) {
+                p.cold_files += 1;
+                p.cold_bytes += h.entry.bytes;
+            }
         }
     }
     by.into_values().collect()
@@ -388,13 +386,7 @@ pub(crate) fn for_each_merged_series(
     let tombstones: Vec<_> =
         read(&inner.state).tombstones.iter().filter(|t| t.is_for(database, table)).cloned().collect();
     let cutoff = crate::retention::cutoff(&read(&inner.retention), database, table, crate::delete::now_nanos());
-    let wanted_owned: Vec<(usize, String, ColumnKind)> = schema
-        .columns()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.kind != ColumnKind::Tag)
-        .map(|(i, c)| (i, c.name.clone(), c.kind))
-        .collect();
+    let wanted_owned = schema.field_columns();
     let wanted: Vec<(usize, &str, ColumnKind)> = wanted_owned.iter().map(|(i, n, k)| (*i, n.as_str(), *k)).collect();
     let width = schema.len();
     // Every series of the inputs, in key order, with where it is in each input (oldest first).

@@ -1524,10 +1524,21 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    // SAFETY: flock on a file descriptor this function owns; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // A child process this one forks (anything run with `Command`) shares the
+    // lock until its exec closes the descriptor: a few tries ride that out.
+    let mut tries = 0;
+    loop {
+        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
         let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) && tries < 25 {
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
             return Err(Error::InvalidInput(format!(
                 "the data directory {} is in use by another Telemark process (or another open in this one); \
@@ -1537,7 +1548,6 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         }
         return Err(Error::io(&path, e));
     }
-    Ok(file)
 }
 
 /// Deletes segment files the manifest does not list: leftovers of a flush

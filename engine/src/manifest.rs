@@ -196,16 +196,22 @@ impl Manifest {
     /// The file's bytes.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let body = serde_json::to_vec(self).map_err(|e| Error::Internal(format!("manifest serialization: {e}")))?;
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&body);
-        Ok(out)
+        Ok(frame(&MAGIC, VERSION, &body))
     }
+}
+
+/// `magic (8) | version u16 | reserved u16 | body_len u32 | crc32c(body) u32 | reserved u32 | body`:
+/// the header of the manifest, also used by backup files.
+pub(crate) fn frame(magic: &[u8; 8], version: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(body);
+    out
 }
 
 /// Gives files written by version 1 (no WAL range) a range that keeps their

@@ -174,6 +174,16 @@ impl TableSchema {
     }
 
     /// Number of columns besides `time`.
+    /// The field (non-tag) columns: `(column id, name, kind)`, for decoding.
+    pub(crate) fn field_columns(&self) -> Vec<(usize, String, ColumnKind)> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind != ColumnKind::Tag)
+            .map(|(i, c)| (i, c.name.clone(), c.kind))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.columns.len()
     }

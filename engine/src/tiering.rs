@@ -1698,13 +1698,7 @@ pub(crate) fn purge(inner: &Inner, tier: &Tier, database: Option<&str>) -> Resul
             let s = read(&inner.state);
             (s.tombstones.iter().filter(|t| t.is_for(&db, &table)).cloned().collect::<Vec<_>>(), s.applied_seq)
         };
-        let wanted: Vec<(usize, String, ColumnKind)> = schema
-            .columns()
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.kind != ColumnKind::Tag)
-            .map(|(i, c)| (i, c.name.clone(), c.kind))
-            .collect();
+        let wanted = schema.field_columns();
         let tags: Vec<&str> =
             schema.columns().iter().filter(|c| c.kind == ColumnKind::Tag).map(|c| c.name.as_str()).collect();
         let sorted_by_tags = old.keys.iter().all(|k| tags.iter().all(|t| k.get(t).is_some()));

@@ -30,7 +30,7 @@ const HOUR: i64 = 3_600_000_000_000;
 const DAY: i64 = 24 * HOUR;
 
 /// Counts GET requests (whole or ranged) and puts.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Counting {
     inner: InMemory,
     gets: AtomicU64,
@@ -161,13 +161,7 @@ fn write(db: &Database, device: &str, points: impl IntoIterator<Item = (i64, f64
 #[test]
 fn old_partitions_move_to_object_storage_and_read_back_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Counting {
-        inner: InMemory::new(),
-        gets: AtomicU64::new(0),
-        puts: AtomicU64::new(0),
-        deletes: AtomicU64::new(0),
-        corrupt: std::sync::atomic::AtomicBool::new(false),
-    });
+    let store = Arc::new(Counting::default());
     let day0 = (now() / DAY - 12) * DAY; // 12 days ago, at midnight
     let db = Database::open(dir.path(), options(&store)).unwrap();
     // 10 devices, a row a minute, over 12 days (the last 2 stay hot).
@@ -290,13 +284,7 @@ impl CountBlocking for BoxStream<'static, object_store::Result<ObjectMeta>> {
 #[test]
 fn opening_tiered_data_without_its_store_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Counting {
-        inner: InMemory::new(),
-        gets: AtomicU64::new(0),
-        puts: AtomicU64::new(0),
-        deletes: AtomicU64::new(0),
-        corrupt: std::sync::atomic::AtomicBool::new(false),
-    });
+    let store = Arc::new(Counting::default());
     let db = Database::open(dir.path(), options(&store)).unwrap();
     write(&db, "a", [(now() - 30 * DAY, 1.0)]);
     assert_eq!(db.tier(None).unwrap().partitions, 1);

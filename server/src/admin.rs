@@ -79,6 +79,29 @@ pub(crate) async fn backup(State(state): State<Arc<AppState>>, headers: HeaderMa
     respond(&state, result)
 }
 
+/// Runs `job` on a blocking thread for `?db=DB` after the checks every
+/// per-database admin job shares: a token that writes `DB`, and `DB` exists.
+async fn database_job<T: Send + 'static>(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: DbParam,
+    what: &str,
+    job: impl FnOnce(&telemark_engine::Database, &str) -> telemark_engine::Result<T> + Send + 'static,
+) -> Result<(String, T), ApiError> {
+    let p = principal(state, headers)?;
+    let db = required_db(params)?;
+    p.require_write(&db)?;
+    if !state.db.databases().contains(&db) {
+        return Err(ApiError::new(Kind::NotFound, format!("database `{db}` not found")));
+    }
+    let engine = state.db.clone();
+    let name = db.clone();
+    let out = tokio::task::spawn_blocking(move || job(&engine, &name))
+        .await
+        .map_err(|e| ApiError::new(Kind::Internal, format!("{what} task failed: {e}")))??;
+    Ok((db, out))
+}
+
 /// `POST /api/v3/admin/tier?db=DB`
 pub(crate) async fn tier(
     State(state): State<Arc<AppState>>,
@@ -87,17 +110,7 @@ pub(crate) async fn tier(
 ) -> Response {
     state.metrics.request("http");
     let result = async {
-        let p = principal(&state, &headers)?;
-        let db = required_db(params)?;
-        p.require_write(&db)?;
-        if !state.db.databases().contains(&db) {
-            return Err(ApiError::new(Kind::NotFound, format!("database `{db}` not found")));
-        }
-        let engine = state.db.clone();
-        let name = db.clone();
-        let report = tokio::task::spawn_blocking(move || engine.tier(Some(&name)))
-            .await
-            .map_err(|e| ApiError::new(Kind::Internal, format!("tiering task failed: {e}")))??;
+        let (db, report) = database_job(&state, &headers, params, "tiering", |e, db| e.tier(Some(db))).await?;
         let mut v = serde_json::to_value(&report).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
         v["database"] = serde_json::Value::String(db);
         Ok(v)
@@ -114,17 +127,7 @@ pub(crate) async fn compact(
 ) -> Response {
     state.metrics.request("http");
     let result = async {
-        let p = principal(&state, &headers)?;
-        let db = required_db(params)?;
-        p.require_write(&db)?;
-        if !state.db.databases().contains(&db) {
-            return Err(ApiError::new(Kind::NotFound, format!("database `{db}` not found")));
-        }
-        let engine = state.db.clone();
-        let name = db.clone();
-        let report = tokio::task::spawn_blocking(move || engine.compact_database(&name))
-            .await
-            .map_err(|e| ApiError::new(Kind::Internal, format!("compaction task failed: {e}")))??;
+        let (db, report) = database_job(&state, &headers, params, "compaction", |e, db| e.compact_database(db)).await?;
         Ok(serde_json::json!({
             "database": db,
             "jobs": report.jobs,
