@@ -124,6 +124,11 @@ pub struct DatabaseStats {
     /// Partitions whose tiering failed since open (retried on the next run;
     /// single requests are also retried inside each upload, see `[object_store] max_retries`).
     pub tier_failures: u64,
+    /// HTTP requests made to an S3 store since open, retries included.
+    pub tier_requests: u64,
+    /// Of those, requests that failed in a way that is retried (connection
+    /// errors, timeouts, HTTP 5xx and 429): the retries made since open.
+    pub tier_request_retries: u64,
 }
 
 /// Monotonic counters, read by [`Database::stats`].
@@ -838,6 +843,8 @@ impl Database {
                 s.tier_checksum_failures = c.checksum_failures.load(Ordering::Relaxed);
                 s.tier_disk_cache_hits = c.disk_cache_hits.load(Ordering::Relaxed);
                 s.tier_failures = c.failures.load(Ordering::Relaxed);
+                s.tier_requests = t.options.store.requests.requests.load(Ordering::Relaxed);
+                s.tier_request_retries = t.options.store.requests.retryable_failures.load(Ordering::Relaxed);
                 s.tier_disk_cache_bytes = t.disk.as_ref().map_or(0, |d| d.used());
             }
         }

@@ -68,6 +68,57 @@ pub struct TierStore {
     /// memory): uploads then record their id, so one a crash interrupts is
     /// aborted at the next open.
     pub(crate) multipart: Option<Arc<dyn object_store::multipart::MultipartStore>>,
+    /// HTTP requests made to the store (S3 only; zero for local stores).
+    pub(crate) requests: Arc<RequestCounters>,
+}
+
+/// Counts of the HTTP requests an S3 store makes, retries included.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounters {
+    pub(crate) requests: std::sync::atomic::AtomicU64,
+    /// Requests that failed in a way object_store retries (connection
+    /// errors, timeouts, 5xx, 429): each is followed by a retry unless the
+    /// retry budget (`max_retries`, `retry_timeout`) is spent.
+    pub(crate) retryable_failures: std::sync::atomic::AtomicU64,
+}
+
+/// object_store's own HTTP client, wrapped to count requests and the
+/// failures it retries (object_store has no hook for its retries).
+#[derive(Debug)]
+struct CountingConnector(Arc<RequestCounters>);
+
+#[derive(Debug)]
+struct CountingService {
+    inner: object_store::client::HttpClient,
+    counters: Arc<RequestCounters>,
+}
+
+impl object_store::client::HttpConnector for CountingConnector {
+    fn connect(&self, options: &object_store::ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(options)?;
+        Ok(object_store::client::HttpClient::new(CountingService { inner, counters: self.0.clone() }))
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for CountingService {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> std::result::Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        use object_store::client::HttpErrorKind as K;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.counters.requests.fetch_add(1, Relaxed);
+        let result = self.inner.execute(req).await;
+        let retryable = match &result {
+            Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+            Err(e) => matches!(e.kind(), K::Connect | K::Request | K::Timeout | K::Interrupted),
+        };
+        if retryable {
+            self.counters.retryable_failures.fetch_add(1, Relaxed);
+        }
+        result
+    }
 }
 
 impl std::fmt::Debug for TierStore {
@@ -113,7 +164,9 @@ impl TierStore {
                         ..object_store::BackoffConfig::default()
                     },
                 };
+                let requests = Arc::new(RequestCounters::default());
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_http_connector(CountingConnector(requests.clone()))
                     .with_bucket_name(bucket)
                     .with_virtual_hosted_style_request(false)
                     .with_retry(retry);
@@ -128,7 +181,9 @@ impl TierStore {
                     builder = builder.with_region("us-east-1");
                 }
                 let store = Arc::new(builder.build().map_err(|e| bad(&e.to_string()))?);
-                Ok(TierStore::new(store.clone(), prefix, url).with_multipart_store(store))
+                let mut t = TierStore::new(store.clone(), prefix, url).with_multipart_store(store);
+                t.requests = requests;
+                Ok(t)
             }
             "file" => {
                 let dir = Path::new(rest);
@@ -151,7 +206,7 @@ impl TierStore {
     /// A store the caller built (a wrapping store in tests, another cloud).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, description: &str) -> Self {
         let prefix = ObjectPath::from(prefix.trim_matches('/'));
-        TierStore { store, prefix, description: description.to_string(), multipart: None }
+        TierStore { store, prefix, description: description.to_string(), multipart: None, requests: Arc::default() }
     }
 
     /// The store's multipart API (the same store as an `ObjectStore`):
@@ -227,6 +282,12 @@ pub struct TieringOptions {
     /// Bytes of cold column chunks kept on local disk (`<data dir>/cache`),
     /// checked against their checksums on every read; 0 = none. Default: 1 GiB.
     pub disk_cache_bytes: u64,
+    /// Garbage collection leaves an unreferenced object alone until it is
+    /// this old (by the store's modification time), on top of its other
+    /// rules (only ids this database allocated, never one a scan or an
+    /// upload holds): a margin for clock skew and for a second writer
+    /// pointed at the same prefix by mistake. Default: 1 hour.
+    pub gc_grace: Duration,
 }
 
 /// Part size of multipart uploads (S3 wants at least 5 MiB but the last).
@@ -244,6 +305,7 @@ impl TieringOptions {
             cache_bytes: 256 << 20,
             multipart_bytes: 64 << 20,
             disk_cache_bytes: 1 << 30,
+            gc_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -413,85 +475,94 @@ impl Tier {
         let record =
             record_dir.join(format!("{}.mpu", file.path.file_stem().and_then(|s| s.to_str()).unwrap_or("upload")));
         let shown = path.to_string();
-        self.block(async move {
-            let io = |e: std::io::Error| object_store::Error::Generic { store: "local stage", source: Box::new(e) };
-            if multipart && let Some(mp) = mp {
-                // The upload's id is recorded before any part goes: a crash
-                // leaves the record, and the next open aborts the upload.
-                let id = mp.create_multipart(&path).await?;
-                std::fs::write(&record, format!("{path}\n{id}\n")).map_err(io)?;
-                let sent: object_store::Result<()> = async {
-                    use std::io::Read;
-                    let mut f = std::fs::File::open(&local).map_err(io)?;
-                    let mut parts = Vec::new();
-                    loop {
-                        let mut buf = Vec::with_capacity(MULTIPART_PART_BYTES);
-                        let n = (&mut f).take(MULTIPART_PART_BYTES as u64).read_to_end(&mut buf).map_err(io)?;
-                        if n == 0 && !parts.is_empty() {
-                            break;
+        let sent = self
+            .block(async move {
+                let io = |e: std::io::Error| object_store::Error::Generic { store: "local stage", source: Box::new(e) };
+                if multipart && let Some(mp) = mp {
+                    // The upload's id is recorded before any part goes: a crash
+                    // leaves the record, and the next open aborts the upload.
+                    let id = mp.create_multipart(&path).await?;
+                    std::fs::write(&record, format!("{path}\n{id}\n")).map_err(io)?;
+                    let sent: object_store::Result<()> = async {
+                        use std::io::Read;
+                        let mut f = std::fs::File::open(&local).map_err(io)?;
+                        let mut parts = Vec::new();
+                        loop {
+                            let mut buf = Vec::with_capacity(MULTIPART_PART_BYTES);
+                            let n = (&mut f).take(MULTIPART_PART_BYTES as u64).read_to_end(&mut buf).map_err(io)?;
+                            if n == 0 && !parts.is_empty() {
+                                break;
+                            }
+                            parts.push(mp.put_part(&path, &id, parts.len(), PutPayload::from(buf)).await?);
+                            crate::failpoint::hit("tier.part_uploaded");
+                            if n < MULTIPART_PART_BYTES {
+                                break;
+                            }
                         }
-                        parts.push(mp.put_part(&path, &id, parts.len(), PutPayload::from(buf)).await?);
-                        crate::failpoint::hit("tier.part_uploaded");
-                        if n < MULTIPART_PART_BYTES {
-                            break;
+                        mp.complete_multipart(&path, &id, parts).await?;
+                        Ok(())
+                    }
+                    .await;
+                    if sent.is_err() {
+                        let _ = mp.abort_multipart(&path, &id).await;
+                    }
+                    let _ = std::fs::remove_file(&record);
+                    sent?;
+                } else if multipart {
+                    let upload = store.put_multipart(&path).await?;
+                    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
+                    let sent: object_store::Result<()> = async {
+                        use std::io::Read;
+                        let mut f = std::fs::File::open(&local).map_err(io)?;
+                        let mut buf = vec![0u8; 1 << 20];
+                        loop {
+                            let n = f.read(&mut buf).map_err(io)?;
+                            if n == 0 {
+                                break;
+                            }
+                            w.wait_for_capacity(4).await?;
+                            w.write(&buf[..n]);
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    match sent {
+                        Ok(()) => {
+                            w.finish().await?;
+                        }
+                        Err(e) => {
+                            w.abort().await?;
+                            return Err(e);
                         }
                     }
-                    mp.complete_multipart(&path, &id, parts).await?;
-                    Ok(())
+                } else {
+                    let data = std::fs::read(&local).map_err(io)?;
+                    store.put(&path, PutPayload::from(data)).await?;
                 }
-                .await;
-                if sent.is_err() {
-                    let _ = mp.abort_multipart(&path, &id).await;
+                let meta = store.head(&path).await?;
+                if meta.size != len {
+                    return Ok(Err(format!("{path} holds {} bytes after upload, {len} were sent", meta.size)));
                 }
-                let _ = std::fs::remove_file(&record);
-                sent?;
-            } else if multipart {
-                let upload = store.put_multipart(&path).await?;
-                let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
-                let sent: object_store::Result<()> = async {
-                    use std::io::Read;
-                    let mut f = std::fs::File::open(&local).map_err(io)?;
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        let n = f.read(&mut buf).map_err(io)?;
-                        if n == 0 {
-                            break;
-                        }
-                        w.wait_for_capacity(4).await?;
-                        w.write(&buf[..n]);
-                    }
-                    Ok(())
+                let mut stream = store.get(&path).await?.into_stream();
+                let mut actual = 0u32;
+                while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                    actual = crc32c::crc32c_append(actual, &chunk?);
                 }
-                .await;
-                match sent {
-                    Ok(()) => {
-                        w.finish().await?;
-                    }
-                    Err(e) => {
-                        w.abort().await?;
-                        return Err(e);
-                    }
+                if actual != crc {
+                    return Ok(Err(format!("{path} reads back with CRC32C {actual:#010x}, {crc:#010x} was sent")));
                 }
-            } else {
-                let data = std::fs::read(&local).map_err(io)?;
-                store.put(&path, PutPayload::from(data)).await?;
+                Ok::<_, object_store::Error>(Ok(()))
+            })?
+            .map_err(|e| Error::ObjectStore(format!("uploading {shown}: {e}")))
+            .and_then(|verified| verified.map_err(|e| Error::ObjectStore(format!("verifying an upload: {e}"))));
+        if let Err(e) = sent {
+            // What reached the store is not trusted: remove it now rather
+            // than leave it to garbage collection (which waits `gc_grace`).
+            if let Err(d) = self.delete_object(relative) {
+                tracing::warn!(object = %relative, error = %d, "removing a failed upload failed; garbage collection will");
             }
-            let meta = store.head(&path).await?;
-            if meta.size != len {
-                return Ok(Err(format!("{path} holds {} bytes after upload, {len} were sent", meta.size)));
-            }
-            let mut stream = store.get(&path).await?.into_stream();
-            let mut actual = 0u32;
-            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-                actual = crc32c::crc32c_append(actual, &chunk?);
-            }
-            if actual != crc {
-                return Ok(Err(format!("{path} reads back with CRC32C {actual:#010x}, {crc:#010x} was sent")));
-            }
-            Ok::<_, object_store::Error>(Ok(()))
-        })?
-        .map_err(|e| Error::ObjectStore(format!("uploading {shown}: {e}")))?
-        .map_err(|e| Error::ObjectStore(format!("verifying an upload: {e}")))?;
+            return Err(e);
+        }
         self.counters.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.counters.upload_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -1783,16 +1854,24 @@ pub(crate) fn collect_garbage(inner: &Inner, tier: &Tier) -> Result<usize> {
     let held = lock(&tier.held).clone();
     let store = tier.options.store.store.clone();
     let prefix = tier.options.store.prefix.clone();
-    let listed: Vec<ObjectPath> = tier
-        .block(async move { store.list(Some(&prefix)).map_ok(|m| m.location).try_collect::<Vec<_>>().await })?
+    let listed: Vec<object_store::ObjectMeta> = tier
+        .block(async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })?
         .map_err(|e| Error::ObjectStore(format!("listing {}: {e}", tier.options.store.description)))?;
     let prefix_len = tier.options.store.prefix.as_ref().len();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let grace_ms = i64::try_from(tier.options.gc_grace.as_millis()).unwrap_or(i64::MAX);
     let mut removed = 0;
-    for path in listed {
-        let full = path.as_ref();
+    for meta in listed {
+        let full = meta.location.as_ref();
         let relative = full.get(prefix_len..).unwrap_or(full).trim_start_matches('/');
         let Some(id) = id_of_object(relative) else { continue };
         if referenced.contains(relative) || held.contains(&id) || id >= next_id {
+            continue;
+        }
+        if now_ms.saturating_sub(meta.last_modified.timestamp_millis()) < grace_ms {
+            tracing::debug!(object = %full, "an unreferenced cold object is younger than gc_grace; kept for now");
             continue;
         }
         tier.delete_object(relative)?;

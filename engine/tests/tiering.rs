@@ -209,7 +209,8 @@ fn old_partitions_move_to_object_storage_and_read_back_the_same() {
     db.flush().unwrap();
     drop(db);
     // An object an interrupted upload left (an id below the manifest's next id, referenced by nothing)
-    // is collected on open; an object whose id this database never handed out is left alone.
+    // is collected on open once it is older than `gc_grace`; an object whose id this database never
+    // handed out is left alone.
     put(&store, "tier/test/db/m/date=2000-01-01/m-0-3.parquet");
     put(&store, "tier/test/db/m/date=2000-01-01/m-0-99999999.parquet");
 
@@ -217,6 +218,8 @@ fn old_partitions_move_to_object_storage_and_read_back_the_same() {
     // (The disk cache is emptied first: these reads must reach the store.)
     std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
     let db = Database::open(dir.path(), options(&store)).unwrap();
+    let names = objects(&store);
+    assert!(names.iter().any(|n| n.ends_with("m-0-3.parquet")), "collected within gc_grace: {names:?}");
     let from = day0 + DAY + 5 * HOUR;
     // Damage in transit is an error naming the checksum, never a wrong answer, and is not cached.
     store.corrupt.store(true, Ordering::SeqCst);
@@ -251,7 +254,9 @@ fn old_partitions_move_to_object_storage_and_read_back_the_same() {
         damaged += 1;
     }
     assert!(damaged > 0);
-    let db = Database::open(dir.path(), options(&store)).unwrap();
+    let mut no_grace = options(&store);
+    no_grace.tiering.as_mut().unwrap().gc_grace = Duration::ZERO;
+    let db = Database::open(dir.path(), no_grace).unwrap();
     let gets = store.gets.load(Ordering::SeqCst);
     assert_eq!(rows(&db, None, None), expected, "a damaged cache block changed an answer");
     assert!(store.gets.load(Ordering::SeqCst) > gets, "damaged blocks were not fetched again");

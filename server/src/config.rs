@@ -89,6 +89,8 @@ pub struct TieringConfig {
     pub multipart_bytes: u64,
     /// Bytes of cold column chunks cached on local disk (`<data_dir>/cache`); 0 = none.
     pub disk_cache_bytes: u64,
+    /// Unreferenced objects younger than this are never garbage-collected.
+    pub gc_grace: String,
     /// Per-database or per-table thresholds.
     pub rule: Vec<TieringRuleConfig>,
 }
@@ -112,6 +114,7 @@ impl Default for TieringConfig {
             cache_bytes: 256 << 20,
             multipart_bytes: 64 << 20,
             disk_cache_bytes: 1 << 30,
+            gc_grace: "1h".into(),
             rule: Vec::new(),
         }
     }
@@ -398,6 +401,8 @@ impl Config {
         t.cache_bytes = self.tiering.cache_bytes;
         t.multipart_bytes = self.tiering.multipart_bytes.max(1);
         t.disk_cache_bytes = self.tiering.disk_cache_bytes;
+        t.gc_grace =
+            telemark_engine::parse_duration(&self.tiering.gc_grace).map_err(|e| format!("tiering.gc_grace: {e}"))?;
         Ok(Some(t))
     }
 

@@ -198,6 +198,13 @@ impl Metrics {
                 "Partitions whose tiering failed; they stay local and the next run retries them.",
                 db.tier_failures,
             ),
+            ("telemark_tier_requests_total", "counter", "HTTP requests made to object storage.", db.tier_requests),
+            (
+                "telemark_tier_request_retries_total",
+                "counter",
+                "Object-storage requests that failed and were retried (connection errors, timeouts, HTTP 5xx, 429).",
+                db.tier_request_retries,
+            ),
             (
                 "telemark_tier_disk_cache_hits_total",
                 "counter",
