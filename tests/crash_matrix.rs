@@ -365,10 +365,33 @@ crash_tests! {
     crash_after_backup_files_uploaded: "backup.files_uploaded",
 }
 
+/// Garbage collection has work only after a crash: the first child dies
+/// after an upload (leaving an object nothing references), the second dies
+/// in the collection at its open, after deleting that object.
+#[test]
+fn crash_during_garbage_collection() {
+    let base = now_nanos().div_euclid(DAY) * DAY;
+    let tier_step = SCENARIO.iter().position(|s| matches!(s, Step::Tier)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::default();
+    let (stdout, died) = run_child(dir.path(), base, 0, SCENARIO.len(), Some("tier.uploaded"));
+    assert!(died.is_some());
+    log.read(&stdout);
+    assert_eq!(log.in_flight, Some(tier_step), "{:?}", log.lines);
+    let parquet = |d: &Path| walk(d).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count();
+    assert_eq!(parquet(&object_dir(dir.path())), 1, "the unreferenced upload");
+    let (stdout, died) = run_child(dir.path(), base, tier_step + 1, SCENARIO.len(), Some("tier.garbage_deleted"));
+    assert_eq!(died.as_deref(), Some("tier.garbage_deleted"), "{stdout}");
+    assert!(stdout.is_empty(), "the second child died at open, before any step: {stdout}");
+    assert_eq!(parquet(&object_dir(dir.path())), 0, "garbage collection deleted the unreferenced upload");
+    check(dir.path(), base, &log, "crashed in garbage collection at open");
+}
+
 #[test]
 fn every_failpoint_has_a_crash_test() {
     let mut names = telemark_engine::failpoint::NAMES.to_vec();
     let mut covered = COVERED.to_vec();
+    covered.push("tier.garbage_deleted");
     names.sort_unstable();
     covered.sort_unstable();
     assert_eq!(covered, names, "add a crash test for each new failpoint");

@@ -38,6 +38,7 @@ pub const NAMES: &[&str] = &[
     "tier.uploaded",
     "tier.index_written",
     "tier.manifest_swapped",
+    "tier.garbage_deleted",
     "backup.files_uploaded",
 ];
 

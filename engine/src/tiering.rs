@@ -1875,6 +1875,7 @@ pub(crate) fn collect_garbage(inner: &Inner, tier: &Tier) -> Result<usize> {
             continue;
         }
         tier.delete_object(relative)?;
+        crate::failpoint::hit("tier.garbage_deleted");
         tracing::info!(object = %full, "deleted an unreferenced cold object");
         removed += 1;
     }
