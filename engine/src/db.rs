@@ -186,6 +186,8 @@ pub(crate) struct Inner {
     pub(crate) tier: Option<Arc<crate::tiering::Tier>>,
     /// An exclusive `flock` on `LOCK`, held while open.
     _dir_lock: std::fs::File,
+    /// Told of every committed write; see [`crate::observe`].
+    observers: RwLock<Vec<Arc<dyn crate::observe::WriteObserver>>>,
 }
 
 /// Storage taken by one column of a table in segment files; see [`Database::storage`].
@@ -401,6 +403,7 @@ impl Database {
             #[cfg(feature = "tiering")]
             tier,
             _dir_lock: dir_lock,
+            observers: RwLock::new(Vec::new()),
             options,
         });
         let flusher = if inner.options.background_flush {
@@ -852,6 +855,12 @@ impl Database {
         s
     }
 
+    /// Registers an observer of every write committed from now on (see
+    /// [`crate::observe`]): it sees the rows right after they are durable.
+    pub fn add_write_observer(&self, observer: Arc<dyn crate::observe::WriteObserver>) {
+        write(&self.inner.observers).push(observer);
+    }
+
     /// The reason writes are refused, if an fsync or flush failed.
     pub fn poisoned(&self) -> Option<String> {
         self.inner.poisoned()
@@ -1165,6 +1174,9 @@ impl Inner {
             let group = std::mem::take(&mut q.pending);
             drop(q);
             let result = self.write_group(&group);
+            if result.is_ok() {
+                self.tell_observers(&group);
+            }
             q = lock(&self.queue);
             q.leader = false;
             match result {
@@ -1172,6 +1184,20 @@ impl Inner {
                 Err(e) => self.poison(format!("writing the WAL failed: {e}")),
             }
             self.queue_cv.notify_all();
+        }
+    }
+
+    /// Shows a committed group's writes to the observers, in order.
+    fn tell_observers(&self, group: &[Pending]) {
+        let observers = read(&self.observers);
+        if observers.is_empty() {
+            return;
+        }
+        for p in group {
+            if let WalEntry::Write(w) = &p.entry {
+                let rows = crate::observe::CommittedRows { write: w };
+                observers.iter().for_each(|o| o.committed(&rows));
+            }
         }
     }
 

@@ -115,6 +115,12 @@ pub(crate) fn write_atomic(backend: &dyn FileBackend, path: &Path, bytes: &[u8])
     rename_durable(backend, &tmp, path)
 }
 
+/// [`write_atomic`] on the real file system, for code embedding the engine
+/// that keeps files of its own (alert state, say) with the same guarantee.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    write_atomic(&StdBackend, path, bytes)
+}
+
 /// Renames `from` to `to` and fsyncs the directory, so the rename survives
 /// power loss. Both paths must be in the same directory.
 pub(crate) fn rename_durable(backend: &dyn FileBackend, from: &Path, to: &Path) -> crate::Result<()> {

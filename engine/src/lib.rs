@@ -69,6 +69,7 @@ mod error;
 pub mod failpoint;
 pub mod fs;
 mod manifest;
+pub mod observe;
 mod options;
 #[cfg(feature = "sql")]
 pub mod query;

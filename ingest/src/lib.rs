@@ -9,6 +9,7 @@
 //! - [`mqtt`]: the MQTT 3.1.1/5.0 listener (plain and TLS with X.509 device
 //!   certificates), with durable acknowledgements through [`sink::Sink`].
 //! - [`bridge`]: subscribing to an existing broker.
+//! - [`alerts`]: alert rules evaluated on ingest, notifying over MQTT and webhooks.
 //!
 //! This crate knows the engine's write API and nothing of HTTP, gRPC or the
 //! server's configuration files; the server wires it up.
@@ -23,6 +24,7 @@
 //! assert_eq!(parsed.errors[0].line, 2);
 //! ```
 
+pub mod alerts;
 pub mod bridge;
 pub mod json;
 pub mod line_protocol;

@@ -118,6 +118,12 @@ pub struct MqttContext {
     connections: Arc<Semaphore>,
 }
 
+impl crate::alerts::Publisher for MqttContext {
+    fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        self.broker.publish(broker::Message { topic: topic.to_string(), payload: payload.into(), qos: 1, retain });
+    }
+}
+
 /// A publish refused by a policy or a missing right.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -41,6 +41,58 @@ pub struct Config {
     pub object_store: ObjectStoreConfig,
     /// When partitions move to object storage.
     pub tiering: TieringConfig,
+    /// Alert rules and where their notifications go.
+    pub alert: AlertConfig,
+}
+
+/// `[alert]`, with `[[alert.rule]]` and `[[alert.webhook]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Topic of MQTT notifications; `{rule}` and `{device}` are replaced.
+    pub mqtt_topic: String,
+    /// Rows older than this when written change no alert (a backfill sends nothing).
+    pub backfill_cutoff: String,
+    /// Database of the `alert_history` table (a row per transition).
+    pub history_database: String,
+    /// This server's URL as receivers should see it (`externalURL` in webhook bodies).
+    pub external_url: String,
+    /// The rules.
+    pub rule: Vec<telemark_ingest::alerts::rule::RuleConfig>,
+    /// Webhook receivers (Alertmanager v4 body).
+    pub webhook: Vec<telemark_ingest::alerts::notify::WebhookConfig>,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        let o = telemark_ingest::alerts::AlertOptions::default();
+        AlertConfig {
+            mqtt_topic: o.mqtt_topic,
+            backfill_cutoff: telemark_engine::format_duration(o.backfill_cutoff),
+            history_database: o.history_database,
+            external_url: o.external_url,
+            rule: Vec::new(),
+            webhook: Vec::new(),
+        }
+    }
+}
+
+impl AlertConfig {
+    /// The options alerting runs with; `None` without rules.
+    pub fn options(&self) -> Result<Option<telemark_ingest::alerts::AlertOptions>, String> {
+        if self.rule.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(telemark_ingest::alerts::AlertOptions {
+            rules: self.rule.clone(),
+            webhooks: self.webhook.clone(),
+            mqtt_topic: self.mqtt_topic.clone(),
+            backfill_cutoff: telemark_ingest::alerts::rule::duration(&self.backfill_cutoff, "alert.backfill_cutoff")?,
+            history_database: self.history_database.clone(),
+            external_url: self.external_url.clone(),
+            ..telemark_ingest::alerts::AlertOptions::default()
+        }))
+    }
 }
 
 /// `[object_store]`.
@@ -314,6 +366,7 @@ impl Default for Config {
             retention: Vec::new(),
             object_store: ObjectStoreConfig::default(),
             tiering: TieringConfig::default(),
+            alert: AlertConfig::default(),
         }
     }
 }

@@ -40,6 +40,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/admin/backup", post(crate::admin::backup))
         .route("/api/v3/admin/retention", get(crate::admin::retention_list).put(crate::admin::retention_put))
         .route("/api/v3/admin/deletes", get(crate::admin::deletes))
+        .route("/api/v3/alerts", get(crate::alerts::instances))
+        .route("/api/v3/alerts/rules", get(crate::alerts::rules))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
@@ -107,7 +109,8 @@ async fn storage(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state.db.stats(), &state.db.partitions(None), &state.ingest_stats);
+    let alerts = state.alerts.get().map(|a| &**a);
+    let text = state.metrics.render(&state.db.stats(), &state.db.partitions(None), &state.ingest_stats, alerts);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

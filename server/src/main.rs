@@ -7,6 +7,7 @@
 #![allow(unreachable_pub, reason = "a binary crate: `pub` marks each module's interface to the others")]
 
 mod admin;
+mod alerts;
 mod auth;
 mod backup;
 mod config;

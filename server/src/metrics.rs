@@ -58,6 +58,7 @@ impl Metrics {
         db: &DatabaseStats,
         partitions: &[telemark_engine::PartitionFiles],
         ingest: &telemark_ingest::stats::IngestStats,
+        alerts: Option<&telemark_ingest::alerts::Alerts>,
     ) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
@@ -232,6 +233,9 @@ impl Metrics {
             "The most bytes the write buffer has held since start.",
             &one(db.buffered_bytes_peak),
         );
+        for (name, kind, help, v) in alerts.map(telemark_ingest::alerts::Alerts::counters).unwrap_or_default() {
+            metric(name, kind, help, &one(v));
+        }
         let errors = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lines: Vec<_> =
             errors.iter().map(|((i, k), v)| (format!("{{interface=\"{i}\",kind=\"{k}\"}}"), v.to_string())).collect();

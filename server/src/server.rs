@@ -29,6 +29,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Counters of the ingest paths (line protocol, MQTT).
     pub ingest_stats: Arc<telemark_ingest::stats::IngestStats>,
+    /// Alerting, when rules are configured (set once the MQTT listener is up).
+    pub alerts: std::sync::OnceLock<Arc<telemark_ingest::alerts::Alerts>>,
 }
 
 /// Runs until SIGINT or SIGTERM, then flushes and closes the database.
@@ -59,6 +61,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         metrics: Arc::new(Metrics::default()),
         config: Arc::new(config.clone()),
         ingest_stats: Arc::default(),
+        alerts: std::sync::OnceLock::new(),
     });
     let tls = match &config.tls {
         Some(t) => {
@@ -120,8 +123,16 @@ pub async fn serve(config: Config) -> Result<(), String> {
         })
     };
     let mut mqtt_tasks = Vec::new();
+    let mut publisher: Option<Arc<dyn telemark_ingest::alerts::Publisher>> = None;
     if config.mqtt.enabled {
-        mqtt_tasks = start_mqtt(&config, &state, &stop_rx).await?;
+        let (tasks, ctx) = start_mqtt(&config, &state, &stop_rx).await?;
+        mqtt_tasks = tasks;
+        publisher = Some(ctx);
+    }
+    if let Some(options) = config.alert.options()? {
+        let alerts =
+            telemark_ingest::alerts::Alerts::start(&config.data_dir.join("alerts"), options, db.clone(), publisher)?;
+        let _ = state.alerts.set(alerts);
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts wait for these lines.
@@ -143,6 +154,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "MQTT task panicked");
         }
+    }
+    if let Some(alerts) = state.alerts.get() {
+        alerts.stop();
     }
     drop(state);
     // The ingest writer thread holds the database until its last handle is gone.
@@ -204,7 +218,7 @@ async fn start_mqtt(
     config: &Config,
     state: &Arc<AppState>,
     stop: &tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+) -> Result<(Vec<tokio::task::JoinHandle<()>>, Arc<telemark_ingest::mqtt::MqttContext>), String> {
     use telemark_ingest::mqtt;
     let m = &config.mqtt;
     let rules = telemark_ingest::RuleSet::compile(&m.rules)?;
@@ -252,5 +266,5 @@ async fn start_mqtt(
     for bridge in bridges {
         tasks.push(tokio::spawn(bridge.run(ctx.clone(), stop.clone())));
     }
-    Ok(tasks)
+    Ok((tasks, ctx))
 }

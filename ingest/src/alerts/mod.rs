@@ -1,0 +1,633 @@
+//! Alert rules evaluated inside Telemark, with notifications over MQTT and
+//! webhooks.
+//!
+//! - [`rule`]: the rules (`threshold`: a field compared on every row as it
+//!   is committed, with hysteresis; `offline`: a device silent for `after`).
+//! - [`eval`]: instances and their states (pending, firing, resolved), the
+//!   Prometheus semantics of `for` and `keep_firing_for`.
+//! - [`journal`]: every state change is appended and fsynced before a
+//!   notification leaves; the journal is also the outbox, so a restart
+//!   neither forgets a firing alert nor loses an undelivered notification.
+//! - [`notify`]: the MQTT payload, the Alertmanager v4 webhook body, and
+//!   delivery with retries.
+//!
+//! Rows reach the evaluator through the engine's write observer
+//! ([`telemark_engine::observe`]) right after they are durable, whatever
+//! path wrote them (MQTT, HTTP, Flight SQL). A worker thread makes the
+//! changes durable, writes them to the history table, and hands the
+//! notifications to the sinks; a clock tick (every second) moves pending
+//! alerts to firing and detects silent devices.
+//!
+//! Rows older than `backfill_cutoff` (10 minutes) when they are committed
+//! change no alert state and count as no sign of life: a backfill of old
+//! data sends nothing.
+
+pub mod eval;
+pub mod journal;
+pub mod notify;
+pub mod rule;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use telemark_engine::observe::{CommittedRows, WriteObserver};
+use telemark_engine::{Database, WriteBatch};
+
+use eval::{Change, Evaluator, Instance, Seen, State};
+use journal::{Journal, Record};
+use notify::{Delivered, Outgoing, WebhookConfig, WebhookStats};
+use rule::{Rule, RuleConfig};
+
+/// The sink name of MQTT notifications.
+pub const MQTT_SINK: &str = "mqtt";
+
+/// Table of alert transitions in [`AlertOptions::history_database`].
+pub const HISTORY_TABLE: &str = "alert_history";
+
+/// How alerting runs.
+#[derive(Debug, Clone)]
+pub struct AlertOptions {
+    pub rules: Vec<RuleConfig>,
+    pub webhooks: Vec<WebhookConfig>,
+    /// Topic of MQTT notifications; `{rule}` and `{device}` are replaced.
+    pub mqtt_topic: String,
+    /// Rows older than this when committed change no alert.
+    pub backfill_cutoff: Duration,
+    /// How often pending alerts and silent devices are checked.
+    pub tick: Duration,
+    /// Database of the history table (every transition is a row).
+    pub history_database: String,
+    /// Shown in webhook bodies (`externalURL`, `generatorURL`).
+    pub external_url: String,
+    /// Resolved instances are forgotten this long after they resolve.
+    pub forget_resolved_after: Duration,
+}
+
+impl Default for AlertOptions {
+    fn default() -> Self {
+        AlertOptions {
+            rules: Vec::new(),
+            webhooks: Vec::new(),
+            mqtt_topic: "alerts/{rule}/{device}".into(),
+            backfill_cutoff: Duration::from_secs(600),
+            tick: Duration::from_secs(1),
+            history_database: "_telemark".into(),
+            external_url: String::new(),
+            forget_resolved_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Publishes MQTT notifications (the built-in broker implements it).
+pub trait Publisher: Send + Sync + std::fmt::Debug {
+    /// Publishes at QoS 1.
+    fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool);
+}
+
+/// Alerting counters.
+#[derive(Debug, Default)]
+pub struct AlertStats {
+    /// Transitions made durable.
+    pub transitions: AtomicU64,
+    /// Notifications published over MQTT.
+    pub mqtt_notifications: AtomicU64,
+    /// Journal appends that failed (their notifications are retried).
+    pub journal_errors: AtomicU64,
+    /// History rows that could not be written.
+    pub history_errors: AtomicU64,
+    /// Webhook counters, all webhooks together.
+    pub webhooks: Arc<WebhookStats>,
+}
+
+/// An instance as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    pub rule: String,
+    pub device: String,
+    pub state: &'static str,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub value: f64,
+    pub fingerprint: String,
+    /// Wall clock (ms) since the condition holds.
+    pub active_at: i64,
+    pub fired_at: Option<i64>,
+    pub resolved_at: Option<i64>,
+}
+
+enum Event {
+    Changes(Vec<Change>),
+    Delivered(Delivered),
+    Stop,
+}
+
+struct Shared {
+    eval: Mutex<Evaluator>,
+    /// (database, table) pairs some rule watches: writes to others skip the lock.
+    watched: HashSet<(String, String)>,
+    events: Mutex<mpsc::Sender<Event>>,
+    stats: Arc<AlertStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Shared {
+    /// Evaluates under the lock and queues the changes in the same order.
+    fn evaluate(&self, f: impl FnOnce(&mut Evaluator, &mut Vec<Change>)) {
+        let mut eval = lock(&self.eval);
+        let mut changes = Vec::new();
+        f(&mut eval, &mut changes);
+        if !changes.is_empty() {
+            let _ = lock(&self.events).send(Event::Changes(changes));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Observer(Arc<Shared>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("watched", &self.watched).finish_non_exhaustive()
+    }
+}
+
+impl WriteObserver for Observer {
+    fn committed(&self, rows: &CommittedRows<'_>) {
+        if !self.0.watched.contains(&(rows.database().to_string(), rows.table().to_string())) {
+            return;
+        }
+        let now = now_ms();
+        self.0.evaluate(|e, out| e.rows(rows, now, out));
+    }
+}
+
+/// The running alert evaluator.
+pub struct Alerts {
+    shared: Arc<Shared>,
+    rules: Vec<RuleConfig>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts").field("rules", &self.rules.len()).finish_non_exhaustive()
+    }
+}
+
+/// What the worker owns.
+struct Worker {
+    db: Arc<Database>,
+    journal: Journal,
+    next_seq: u64,
+    rules: HashMap<String, Rule>,
+    options: AlertOptions,
+    publisher: Option<Arc<dyn Publisher>>,
+    webhooks: HashMap<String, tokio::sync::mpsc::UnboundedSender<Outgoing>>,
+    stats: Arc<AlertStats>,
+    seen_path: PathBuf,
+    /// Records whose append failed, retried first next time.
+    unwritten: Vec<Record>,
+}
+
+impl Alerts {
+    /// Starts alerting: opens the journal in `dir`, restores the instances
+    /// and the outbox, registers the write observer on `db`, and starts the
+    /// worker thread and one delivery task per webhook (on the current
+    /// tokio runtime).
+    pub fn start(
+        dir: &Path,
+        options: AlertOptions,
+        db: Arc<Database>,
+        publisher: Option<Arc<dyn Publisher>>,
+    ) -> Result<Arc<Alerts>, String> {
+        let mut rules = Vec::new();
+        let mut names = HashSet::new();
+        for c in &options.rules {
+            let r = Rule::compile(c)?;
+            if !names.insert(c.name.clone()) {
+                return Err(format!("alert rule {:?} is defined twice", c.name));
+            }
+            rules.push(r);
+        }
+        let mut sink_names: HashSet<String> = options.webhooks.iter().map(|w| w.name.clone()).collect();
+        if sink_names.len() != options.webhooks.len() || sink_names.contains(MQTT_SINK) {
+            return Err("alert webhooks need distinct names, none of them \"mqtt\"".into());
+        }
+        for w in &options.webhooks {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(format!("alert webhook {:?}: url {:?} is not http:// or https://", w.name, w.url));
+            }
+            rule::duration(&w.give_up_after, &format!("alert webhook {:?}: give_up_after", w.name))?;
+        }
+        if publisher.is_some() {
+            sink_names.insert(MQTT_SINK.into());
+        }
+        for r in &rules {
+            for s in &r.config.sinks {
+                if !sink_names.contains(s) {
+                    return Err(format!(
+                        "alert rule {:?}: unknown sink {s:?} (known: {:?}; \"mqtt\" needs the MQTT listener)",
+                        r.config.name, sink_names
+                    ));
+                }
+            }
+        }
+        let forget = now_ms() - i64::try_from(options.forget_resolved_after.as_millis()).unwrap_or(i64::MAX);
+        let (journal, recovered) = Journal::open(dir, forget)?;
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(bytes = recovered.torn_bytes, "cut a torn tail of the alert journal left by a crash");
+        }
+        let cutoff = i64::try_from(options.backfill_cutoff.as_nanos()).unwrap_or(i64::MAX);
+        let mut evaluator = Evaluator::new(rules.clone(), cutoff);
+        for inst in recovered.instances.into_values() {
+            evaluator.restore(inst);
+        }
+        // Devices offline rules knew: seen no earlier than now (a restart or
+        // downtime is not silence), unless already offline.
+        let seen_path = dir.join("seen.json");
+        let started = now_ms();
+        if let Ok(data) = std::fs::read(&seen_path) {
+            match serde_json::from_slice::<BTreeMap<String, BTreeMap<String, Seen>>>(&data) {
+                Ok(saved) => {
+                    for (rule, devices) in saved {
+                        if let Some(r) = evaluator.rules.iter().position(|x| x.config.name == rule) {
+                            for (device, mut s) in devices {
+                                s.at = s.at.max(started);
+                                evaluator.seen[r].entry(device).or_insert(s);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %seen_path.display(), error = %e, "ignoring a damaged list of seen devices")
+                }
+            }
+        }
+        for r in 0..evaluator.rules.len() {
+            for s in evaluator.seen[r].values_mut() {
+                s.at = s.at.max(started);
+            }
+        }
+        let watched = rules.iter().map(|r| (r.config.database.clone(), r.config.table.clone())).collect();
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(AlertStats::default());
+        let shared = Arc::new(Shared {
+            eval: Mutex::new(evaluator),
+            watched,
+            events: Mutex::new(tx.clone()),
+            stats: stats.clone(),
+        });
+
+        let mut webhooks = HashMap::new();
+        for w in &options.webhooks {
+            let (wtx, wrx) = tokio::sync::mpsc::unbounded_channel();
+            let give_up = rule::duration(&w.give_up_after, "give_up_after")?;
+            let events = Mutex::new(tx.clone());
+            tokio::spawn(notify::deliver(
+                w.clone(),
+                give_up,
+                options.external_url.clone(),
+                wrx,
+                move |d| {
+                    let _ = lock(&events).send(Event::Delivered(d));
+                },
+                stats.webhooks.clone(),
+            ));
+            webhooks.insert(w.name.clone(), wtx);
+        }
+        let mut worker = Worker {
+            db: db.clone(),
+            journal,
+            next_seq: recovered.next_seq,
+            rules: rules.iter().map(|r| (r.config.name.clone(), r.clone())).collect(),
+            options: options.clone(),
+            publisher,
+            webhooks,
+            stats,
+            seen_path,
+            unwritten: Vec::new(),
+        };
+        // The broker's retained state is gone after a restart: publish every instance's state again.
+        for inst in lock(&shared.eval).active() {
+            worker.publish_state(&worker.outgoing(0, inst), true);
+        }
+        // Undelivered notifications, in order.
+        for (seq, _, inst, sinks) in recovered.outbox {
+            let n = worker.outgoing(seq, &inst);
+            worker.dispatch(&n, &sinks);
+        }
+        let handle = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("telemark-alerts".into())
+                .spawn(move || worker.run(&shared, &rx))
+                .map_err(|e| format!("cannot start the alert thread: {e}"))?
+        };
+        db.add_write_observer(Arc::new(Observer(shared.clone())));
+        tracing::info!(rules = rules.len(), webhooks = options.webhooks.len(), "alerting started");
+        Ok(Arc::new(Alerts { shared, rules: options.rules, worker: Mutex::new(Some(handle)) }))
+    }
+
+    /// A device's MQTT client connected or pinged (a sign of life for offline rules).
+    pub fn client_alive(&self, client_id: &str) {
+        let now = now_ms();
+        self.shared.evaluate(|e, out| e.alive(client_id, now, out));
+    }
+
+    /// Every instance that is pending, firing or recently resolved.
+    pub fn instances(&self) -> Vec<InstanceView> {
+        let eval = lock(&self.shared.eval);
+        let mut v: Vec<InstanceView> = eval
+            .active()
+            .map(|i| {
+                let rule = eval.rules.iter().find(|r| r.config.name == i.rule);
+                InstanceView {
+                    rule: i.rule.clone(),
+                    device: i.device.clone(),
+                    state: i.state.as_str(),
+                    labels: i.labels.clone(),
+                    annotations: rule.map(|r| render_annotations(r, i)).unwrap_or_default(),
+                    value: i.value,
+                    fingerprint: i.fingerprint.clone(),
+                    active_at: i.active_at,
+                    fired_at: i.fired_at,
+                    resolved_at: i.resolved_at,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.rule, &a.device).cmp(&(&b.rule, &b.device)));
+        v
+    }
+
+    /// The rules, as configured.
+    pub fn rules(&self) -> &[RuleConfig] {
+        &self.rules
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &AlertStats {
+        &self.shared.stats
+    }
+
+    /// Instances firing now.
+    pub fn firing(&self) -> usize {
+        lock(&self.shared.eval).active().filter(|i| i.state == State::Firing).count()
+    }
+
+    /// Metrics: (name, type, help, value).
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let s = &self.shared.stats;
+        let w = &s.webhooks;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (pending, firing) = {
+            let eval = lock(&self.shared.eval);
+            let count = |st: State| eval.active().filter(|i| i.state == st).count() as u64;
+            (count(State::Pending), count(State::Firing))
+        };
+        vec![
+            ("telemark_alerts_firing", "gauge", "Alert instances firing.", firing),
+            (
+                "telemark_alerts_pending",
+                "gauge",
+                "Alert instances pending (condition true, not yet for `for`).",
+                pending,
+            ),
+            ("telemark_alert_transitions_total", "counter", "Alert state changes made durable.", get(&s.transitions)),
+            (
+                "telemark_alert_mqtt_notifications_total",
+                "counter",
+                "Notifications published over MQTT.",
+                get(&s.mqtt_notifications),
+            ),
+            (
+                "telemark_alert_webhook_deliveries_total",
+                "counter",
+                "Notifications a webhook accepted.",
+                get(&w.delivered),
+            ),
+            (
+                "telemark_alert_webhook_failed_attempts_total",
+                "counter",
+                "Webhook requests that failed (retried with backoff).",
+                get(&w.failed_attempts),
+            ),
+            (
+                "telemark_alert_webhook_dropped_total",
+                "counter",
+                "Notifications dropped: rejected with a 4xx, or undelivered after give_up_after.",
+                get(&w.dropped),
+            ),
+            (
+                "telemark_alert_journal_errors_total",
+                "counter",
+                "Failed appends to the alert journal.",
+                get(&s.journal_errors),
+            ),
+            (
+                "telemark_alert_history_errors_total",
+                "counter",
+                "Alert history rows that could not be written.",
+                get(&s.history_errors),
+            ),
+        ]
+    }
+
+    /// Stops the worker after it has written what it holds (webhook tasks
+    /// end with the runtime; what they have not delivered stays in the journal).
+    pub fn stop(&self) {
+        let _ = lock(&self.shared.events).send(Event::Stop);
+        if let Some(h) = lock(&self.worker).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn render_annotations(rule: &Rule, i: &Instance) -> BTreeMap<String, String> {
+    rule.config.annotations.iter().map(|(k, t)| (k.clone(), rule::render(t, &i.labels, i.value))).collect()
+}
+
+impl Worker {
+    fn run(&mut self, shared: &Shared, rx: &mpsc::Receiver<Event>) {
+        let mut next_tick = Instant::now() + self.options.tick;
+        let mut next_snapshot = Instant::now() + Duration::from_secs(10);
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let mut stop = false;
+            let mut events = Vec::new();
+            match rx.recv_timeout(timeout) {
+                Ok(e) => events.push(e),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => stop = true,
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.options.tick;
+                let now = now_ms();
+                shared.evaluate(|e, out| e.tick(now, out));
+            }
+            while let Ok(e) = rx.try_recv() {
+                events.push(e);
+            }
+            let mut changes = Vec::new();
+            let mut records = std::mem::take(&mut self.unwritten);
+            for e in events {
+                match e {
+                    Event::Changes(c) => changes.extend(c),
+                    Event::Delivered(d) => {
+                        records.push(Record::Delivered { seq: d.seq, sink: d.sink, dropped: d.dropped })
+                    }
+                    Event::Stop => stop = true,
+                }
+            }
+            for c in changes {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let sinks = if c.notify { self.sinks_of(&c.instance.rule) } else { Vec::new() };
+                records.push(Record::Change { seq, at: now_ms(), instance: c.instance, sinks });
+            }
+            if let Err(e) = self.journal.append(&records) {
+                // Nothing leaves before it is durable: keep the records and try again.
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "appending to the alert journal failed; notifications wait");
+                self.unwritten = records;
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            let transitions = records.iter().filter(|r| matches!(r, Record::Change { .. })).count();
+            self.stats.transitions.fetch_add(transitions as u64, Ordering::Relaxed);
+            self.write_history(&records);
+            for r in &records {
+                if let Record::Change { seq, instance, sinks, .. } = r
+                    && !sinks.is_empty()
+                {
+                    let n = self.outgoing(*seq, instance);
+                    self.dispatch(&n, sinks);
+                }
+            }
+            if Instant::now() >= next_snapshot || stop {
+                next_snapshot = Instant::now() + Duration::from_secs(10);
+                self.save_seen(shared);
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn sinks_of(&self, rule: &str) -> Vec<String> {
+        let Some(r) = self.rules.get(rule) else { return Vec::new() };
+        if r.config.sinks.is_empty() {
+            let mut all: Vec<String> = self.webhooks.keys().cloned().collect();
+            all.sort();
+            if self.publisher.is_some() {
+                all.insert(0, MQTT_SINK.into());
+            }
+            all
+        } else {
+            r.config.sinks.clone()
+        }
+    }
+
+    fn outgoing(&self, seq: u64, inst: &Instance) -> Outgoing {
+        let annotations = self.rules.get(&inst.rule).map(|r| render_annotations(r, inst)).unwrap_or_default();
+        Outgoing { seq, instance: inst.clone(), annotations }
+    }
+
+    fn topic(&self, inst: &Instance) -> String {
+        self.options
+            .mqtt_topic
+            .replace("{rule}", &inst.rule)
+            .replace("{device}", &inst.device.replace(['/', '+', '#'], "_"))
+    }
+
+    fn publish_state(&self, n: &Outgoing, retain: bool) {
+        if let Some(p) = &self.publisher {
+            p.publish(&self.topic(&n.instance), notify::mqtt_payload(n), retain);
+        }
+    }
+
+    /// Sends a durable notification to its sinks.
+    fn dispatch(&mut self, n: &Outgoing, sinks: &[String]) {
+        let mut acks = Vec::new();
+        for s in sinks {
+            if s == MQTT_SINK {
+                self.publish_state(n, true);
+                self.stats.mqtt_notifications.fetch_add(1, Ordering::Relaxed);
+                acks.push(Record::Delivered { seq: n.seq, sink: s.clone(), dropped: self.publisher.is_none() });
+            } else if let Some(tx) = self.webhooks.get(s) {
+                let _ = tx.send(n.clone());
+            } else {
+                tracing::warn!(sink = %s, seq = n.seq, "a notification's sink no longer exists; dropped");
+                acks.push(Record::Delivered { seq: n.seq, sink: s.clone(), dropped: true });
+            }
+        }
+        if let Err(e) = self.journal.append(&acks) {
+            tracing::warn!(error = %e, "recording MQTT deliveries failed; they may be repeated after a restart");
+        }
+    }
+
+    /// Every transition as a row of the history table.
+    fn write_history(&self, records: &[Record]) {
+        let mut batch = WriteBatch::new(HISTORY_TABLE);
+        for r in records {
+            let Record::Change { at, instance: i, .. } = r else { continue };
+            let labels = serde_json::to_string(&i.labels).unwrap_or_default();
+            batch
+                .row(at.saturating_mul(1_000_000))
+                .tag("rule", i.rule.as_str())
+                .tag("device", i.device.as_str())
+                .field("state", i.state.as_str())
+                .field("value", i.value)
+                .field("labels", labels)
+                .field("fingerprint", i.fingerprint.as_str())
+                .field("active_at", i.active_at.saturating_mul(1_000_000));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        match self.db.write(&self.options.history_database, &batch) {
+            Ok(o) if o.rejected.is_empty() => {}
+            Ok(o) => {
+                self.stats.history_errors.fetch_add(o.rejected.len() as u64, Ordering::Relaxed);
+                tracing::warn!(rejected = ?o.rejected.first(), "alert history rows were rejected");
+            }
+            Err(e) => {
+                self.stats.history_errors.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, "writing alert history failed");
+            }
+        }
+    }
+
+    /// Saves the devices offline rules have seen (atomically), so a restart
+    /// still knows the fleet.
+    fn save_seen(&self, shared: &Shared) {
+        let data = {
+            let eval = lock(&shared.eval);
+            let map: BTreeMap<&str, &HashMap<String, Seen>> = eval
+                .rules
+                .iter()
+                .zip(&eval.seen)
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(r, s)| (r.config.name.as_str(), s))
+                .collect();
+            if map.is_empty() {
+                return;
+            }
+            serde_json::to_vec(&map).unwrap_or_default()
+        };
+        let result = telemark_engine::fs::write_file_atomic(&self.seen_path, &data);
+        if let Err(e) = result {
+            tracing::warn!(file = %self.seen_path.display(), error = %e, "saving the seen devices failed");
+        }
+    }
+}
