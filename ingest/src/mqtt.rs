@@ -17,6 +17,7 @@
 pub mod broker;
 pub mod codec;
 mod connection;
+pub mod presence;
 pub mod tls;
 
 use std::collections::BTreeSet;
@@ -65,12 +66,25 @@ pub struct Grant {
     pub name: String,
     /// Databases it may write; `None` = all.
     pub databases: Option<BTreeSet<String>>,
+    /// Databases whose alerts and presence events it may subscribe to; `None` = all.
+    pub read: Option<BTreeSet<String>>,
 }
 
 impl Grant {
     /// A grant for everything.
     pub fn all(name: impl Into<String>) -> Self {
-        Grant { name: name.into(), databases: None }
+        Grant { name: name.into(), databases: None, read: None }
+    }
+
+    /// A device: it may write everything (topic policies bound it) and read
+    /// nothing (alert and presence topics are for operators' tokens).
+    pub fn device(name: impl Into<String>) -> Self {
+        Grant { name: name.into(), databases: None, read: Some(BTreeSet::new()) }
+    }
+
+    /// True if it may read `database` (subscribe to its alerts).
+    pub fn may_read(&self, database: &str) -> bool {
+        self.read.as_ref().is_none_or(|d| d.contains(database))
     }
 
     /// True if it may write `database`.
@@ -115,6 +129,8 @@ pub struct MqttContext {
     pub stats: Arc<IngestStats>,
     /// Limits.
     pub options: ListenerOptions,
+    /// Told of live clients, and asked about subscriptions (alerting sets it).
+    pub hooks: std::sync::OnceLock<Arc<dyn presence::ClientHooks>>,
     connections: Arc<Semaphore>,
 }
 
@@ -171,7 +187,17 @@ impl MqttContext {
         options: ListenerOptions,
     ) -> Self {
         let connections = Arc::new(Semaphore::new(options.max_connections));
-        MqttContext { db, sink, rules, broker: Broker::new(stats.clone()), auth, stats, options, connections }
+        MqttContext {
+            db,
+            sink,
+            rules,
+            broker: Broker::new(stats.clone()),
+            auth,
+            stats,
+            options,
+            hooks: std::sync::OnceLock::new(),
+            connections,
+        }
     }
 
     /// Applies policies and rules to a message: the rows to write, or why the publish is refused.

@@ -140,7 +140,7 @@ impl telemark_ingest::mqtt::Authorizer for MqttAuth {
         use telemark_ingest::mqtt::Grant;
         if let Some(id) = c.certificate {
             // The CA vouched for the device; topic policies bound what it may publish.
-            return Ok(Grant::all(format!("certificate `{id}`")));
+            return Ok(Grant::device(format!("certificate `{id}`")));
         }
         if !self.0.enabled() {
             return Ok(Grant::all("anonymous"));
@@ -148,7 +148,11 @@ impl telemark_ingest::mqtt::Authorizer for MqttAuth {
         let password = c.password.ok_or("no password: send an API token as the MQTT password")?;
         let password = std::str::from_utf8(password).map_err(|_| "the password is not a UTF-8 token".to_string())?;
         let principal = self.0.check_password(c.username.unwrap_or(""), password).map_err(|e| e.to_string())?;
-        Ok(Grant { name: format!("token `{}`", principal.name), databases: principal.access.write.clone() })
+        Ok(Grant {
+            name: format!("token `{}`", principal.name),
+            databases: principal.access.write.clone(),
+            read: principal.access.read.clone(),
+        })
     }
 }
 

@@ -123,16 +123,23 @@ pub async fn serve(config: Config) -> Result<(), String> {
         })
     };
     let mut mqtt_tasks = Vec::new();
-    let mut publisher: Option<Arc<dyn telemark_ingest::alerts::Publisher>> = None;
-    if config.mqtt.enabled {
-        let (tasks, ctx) = start_mqtt(&config, &state, &stop_rx).await?;
-        mqtt_tasks = tasks;
-        publisher = Some(ctx);
-    }
-    if let Some(options) = config.alert.options()? {
-        let alerts =
-            telemark_ingest::alerts::Alerts::start(&config.data_dir.join("alerts"), options, db.clone(), publisher)?;
+    // Alerting starts before the MQTT listener accepts anyone, so its
+    // subscription checks are in place for the first client.
+    let alert_options = config.alert.options()?;
+    let start_alerts = |publisher: Option<Arc<telemark_ingest::mqtt::MqttContext>>| -> Result<(), String> {
+        let Some(options) = alert_options.clone() else { return Ok(()) };
+        let p = publisher.clone().map(|c| c as Arc<dyn telemark_ingest::alerts::Publisher>);
+        let alerts = telemark_ingest::alerts::Alerts::start(&config.data_dir.join("alerts"), options, db.clone(), p)?;
+        if let Some(ctx) = &publisher {
+            let _ = ctx.hooks.set(alerts.clone());
+        }
         let _ = state.alerts.set(alerts);
+        Ok(())
+    };
+    if config.mqtt.enabled {
+        mqtt_tasks = start_mqtt(&config, &state, &stop_rx, |ctx| start_alerts(Some(ctx.clone()))).await?;
+    } else {
+        start_alerts(None)?;
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts wait for these lines.
@@ -218,7 +225,8 @@ async fn start_mqtt(
     config: &Config,
     state: &Arc<AppState>,
     stop: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(Vec<tokio::task::JoinHandle<()>>, Arc<telemark_ingest::mqtt::MqttContext>), String> {
+    before_listening: impl FnOnce(&Arc<telemark_ingest::mqtt::MqttContext>) -> Result<(), String>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     use telemark_ingest::mqtt;
     let m = &config.mqtt;
     let rules = telemark_ingest::RuleSet::compile(&m.rules)?;
@@ -251,6 +259,7 @@ async fn start_mqtt(
         state.ingest_stats.clone(),
         m.listener_options(),
     ));
+    before_listening(&ctx)?;
     let mut tasks = Vec::new();
     let plain = TcpListener::bind(m.addr).await.map_err(|e| format!("cannot bind MQTT on {}: {e}", m.addr))?;
     let plain_addr = plain.local_addr().map_err(|e| e.to_string())?;
@@ -266,5 +275,5 @@ async fn start_mqtt(
     for bridge in bridges {
         tasks.push(tokio::spawn(bridge.run(ctx.clone(), stop.clone())));
     }
-    Ok((tasks, ctx))
+    Ok(tasks)
 }

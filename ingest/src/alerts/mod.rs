@@ -176,6 +176,7 @@ impl WriteObserver for Observer {
 pub struct Alerts {
     shared: Arc<Shared>,
     rules: Vec<RuleConfig>,
+    mqtt_topic: String,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -336,7 +337,12 @@ impl Alerts {
         };
         db.add_write_observer(Arc::new(Observer(shared.clone())));
         tracing::info!(rules = rules.len(), webhooks = options.webhooks.len(), "alerting started");
-        Ok(Arc::new(Alerts { shared, rules: options.rules, worker: Mutex::new(Some(handle)) }))
+        Ok(Arc::new(Alerts {
+            shared,
+            rules: options.rules,
+            mqtt_topic: options.mqtt_topic,
+            worker: Mutex::new(Some(handle)),
+        }))
     }
 
     /// A device's MQTT client connected or pinged (a sign of life for offline rules).
@@ -450,6 +456,27 @@ impl Alerts {
         if let Some(h) = lock(&self.worker).take() {
             let _ = h.join();
         }
+    }
+}
+
+impl crate::mqtt::presence::ClientHooks for Alerts {
+    fn alive(&self, client_id: &str) {
+        self.client_alive(client_id);
+    }
+
+    /// A filter that can match a rule's notification topics needs read
+    /// access to the rule's database.
+    fn may_subscribe(&self, grant: &crate::mqtt::Grant, filter: &str) -> Result<(), String> {
+        for r in &self.rules {
+            let sample = self.mqtt_topic.replace("{rule}", &r.name).replace("{device}", "x");
+            if crate::topic::filter_matches(filter, &sample) && !grant.may_read(&r.database) {
+                return Err(format!(
+                    "{filter:?} matches the notifications of alert rule {:?}, which need read access to database {:?}",
+                    r.name, r.database
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -307,6 +307,10 @@ pub(super) async fn run<S>(
     ctx.stats.mqtt_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     IngestStats::add(&ctx.stats.mqtt_connections_total, 1);
     tracing::debug!(%peer, client_id = %client_id, grant = %grant.name, version, present, "MQTT client connected");
+    super::presence::event(&ctx, &client_id, &peer.to_string(), None);
+    if let Some(h) = ctx.hooks.get() {
+        h.alive(&client_id);
+    }
 
     let (deliver_tx, mut deliver_rx) = mpsc::channel::<Delivery>(1024);
     let filters = lock(&session).subscriptions.clone();
@@ -412,6 +416,19 @@ pub(super) async fn run<S>(
     }
     ctx.broker.detach(&client_id, conn_id);
     ctx.stats.mqtt_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    {
+        use super::presence::DisconnectReason as R;
+        let reason = match &end {
+            End::Disconnect { .. } => R::Clean,
+            End::Closed(_) => R::ConnectionLost,
+            End::Protocol(ReasonCode::KeepAliveTimeout, _) => R::KeepAliveTimeout,
+            End::Protocol(..) => R::ProtocolError,
+            End::TakenOver => R::TakenOver,
+            End::Shutdown => R::ServerShutdown,
+            End::Storage => R::StorageError,
+        };
+        super::presence::event(&ctx, &client_id, &conn.peer.to_string(), Some(reason));
+    }
     if send_will && let Some(w) = will {
         let qos = u8::from(w.qos);
         let publish = Publish {
@@ -498,6 +515,15 @@ impl Loop {
                             suback = suback.add_reason_code(SubAckReasonCode::TopicFilterInvalid);
                             continue;
                         }
+                        let allowed =
+                            super::presence::check_presence_subscription(&self.grant, &f.filter).and_then(|()| {
+                                self.ctx.hooks.get().map_or(Ok(()), |h| h.may_subscribe(&self.grant, &f.filter))
+                            });
+                        if let Err(reason) = allowed {
+                            tracing::warn!(client_id = %conn.client_id, grant = %self.grant.name, %reason, "subscription refused");
+                            suback = suback.add_reason_code(SubAckReasonCode::NotAuthorized);
+                            continue;
+                        }
                         let granted = u8::from(f.options.qos).min(1);
                         session.subscriptions.retain(|(existing, _)| existing != &f.filter);
                         session.subscriptions.push((f.filter.clone(), granted));
@@ -532,7 +558,12 @@ impl Loop {
                 drop(session);
                 conn.push(&unsuback);
             }
-            Packet::PingReq => conn.push(&PingRespPacket::default()),
+            Packet::PingReq => {
+                if let Some(h) = self.ctx.hooks.get() {
+                    h.alive(&conn.client_id);
+                }
+                conn.push(&PingRespPacket::default());
+            }
             Packet::Disconnect(d) => {
                 return Some(End::Disconnect { send_will: d.reason_code == ReasonCode::DisconnectWithWillMessage });
             }
