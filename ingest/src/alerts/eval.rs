@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use telemark_engine::observe::CommittedRows;
 
-use super::rule::{Check, Rule};
+use super::rule::{Check, Detector, Rule};
 
 /// The state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,86 @@ pub struct Seen {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Most points an anomaly detector keeps per device for a window.
+const MAX_WINDOW_POINTS: usize = 10_000;
+
+/// An anomaly detector's memory of one device (data time).
+#[derive(Debug, Clone, Default)]
+pub struct DetectorState {
+    last_time: Option<i64>,
+    /// Flatline: the value, and since when it has not changed.
+    value: f64,
+    since: i64,
+    /// Rate and message rate: the points within the window.
+    window: std::collections::VecDeque<(i64, f64)>,
+    /// Z-score: EWMA mean and variance, and points seen.
+    mean: f64,
+    var: f64,
+    n: u32,
+}
+
+impl DetectorState {
+    /// Feeds one point (rows older than the newest are ignored: `None`);
+    /// returns whether it is anomalous and the value to show.
+    fn observe(&mut self, d: &Detector, time: i64, v: f64) -> Option<(bool, f64)> {
+        if self.last_time.is_some_and(|t| time <= t) {
+            return None;
+        }
+        let first = self.last_time.is_none();
+        self.last_time = Some(time);
+        Some(match *d {
+            Detector::Flatline { stuck_ns } => {
+                if first || v != self.value {
+                    self.value = v;
+                    self.since = time;
+                }
+                (time.saturating_sub(self.since) >= stuck_ns, v)
+            }
+            Detector::Rate { window_ns, op, value } => {
+                self.push(time, v, window_ns);
+                let (t0, v0) = self.window.front().copied().unwrap_or((time, v));
+                if time == t0 {
+                    return Some((false, 0.0));
+                }
+                let rate = (v - v0) / ((time - t0) as f64 / 1e9);
+                (op.holds(rate, value), rate)
+            }
+            Detector::MessageRate { window_ns, op, value } => {
+                self.push(time, v, window_ns);
+                let n = self.window.len() as f64;
+                (op.holds(n, value), n)
+            }
+            Detector::ZScore { alpha, warmup, k } => {
+                let judged = if self.n >= warmup && self.var > 0.0 {
+                    let z = (v - self.mean) / self.var.sqrt();
+                    (z.abs() > k, z)
+                } else {
+                    (false, 0.0)
+                };
+                if self.n == 0 {
+                    self.mean = v;
+                } else {
+                    let diff = v - self.mean;
+                    let incr = alpha * diff;
+                    self.mean += incr;
+                    self.var = (1.0 - alpha) * (self.var + diff * incr);
+                }
+                self.n = self.n.saturating_add(1);
+                judged
+            }
+        })
+    }
+
+    fn push(&mut self, time: i64, v: f64, window_ns: i64) {
+        self.window.push_back((time, v));
+        while self.window.front().is_some_and(|(t, _)| time.saturating_sub(*t) > window_ns)
+            || self.window.len() > MAX_WINDOW_POINTS
+        {
+            self.window.pop_front();
+        }
+    }
+}
+
 /// All rules' instances.
 #[derive(Debug, Default)]
 pub struct Evaluator {
@@ -94,6 +174,8 @@ pub struct Evaluator {
     pub instances: Vec<HashMap<String, Instance>>,
     /// Per rule: offline rules' last sightings by device key.
     pub seen: Vec<HashMap<String, Seen>>,
+    /// Per rule: anomaly detectors' state by device key.
+    pub detectors: Vec<HashMap<String, DetectorState>>,
     /// Rows older than this (ns before now) change no alert (backfill).
     pub backfill_cutoff_ns: i64,
 }
@@ -124,6 +206,7 @@ impl Evaluator {
             rules,
             instances: (0..n).map(|_| HashMap::new()).collect(),
             seen: (0..n).map(|_| HashMap::new()).collect(),
+            detectors: (0..n).map(|_| HashMap::new()).collect(),
             backfill_cutoff_ns,
         }
     }
@@ -147,11 +230,13 @@ impl Evaluator {
             let tag_columns: Vec<(usize, &str)> = rows.tag_columns().collect();
             let device_col = rows.column(&rule.config.device_tag).filter(|c| tag_columns.iter().any(|(i, _)| i == c));
             let field_col = match &rule.check {
-                Check::Threshold { field, .. } => match rows.column(field) {
-                    Some(c) => Some(c),
-                    None => continue,
-                },
-                Check::Offline { .. } => None,
+                Check::Threshold { field, .. } | Check::Anomaly { field, .. } if !field.is_empty() => {
+                    match rows.column(field) {
+                        Some(c) => Some(c),
+                        None => continue,
+                    }
+                }
+                _ => None,
             };
             for row in 0..rows.len() {
                 let time = rows.time(row);
@@ -172,45 +257,10 @@ impl Evaluator {
                         .iter()
                         .filter_map(|(i, name)| rows.tag_at(*i, row).map(|v| (name.to_string(), v.to_string())))
                 };
-                match (&rule.check, field_col) {
-                    (Check::Threshold { op, value: threshold, alarm_points, clear_points, .. }, Some(fc)) => {
-                        let Some(v) = rows.field_at(fc, row).and_then(|f| f.as_f64()) else { continue };
-                        let map = &mut self.instances[r];
-                        if !map.contains_key(device.as_ref()) {
-                            if !op.holds(v, *threshold) {
-                                continue; // nothing to remember for a device that never matched
-                            }
-                            let labels = Self::labels_of(rule, tags());
-                            map.insert(device.to_string(), new_instance(rule, &device, labels));
-                        }
-                        let Some(inst) = map.get_mut(device.as_ref()) else { continue };
-                        if time <= inst.last_time {
-                            continue;
-                        }
-                        inst.last_time = time;
-                        if op.holds(v, *threshold) {
-                            inst.run = inst.run.saturating_add(1);
-                            inst.clear_run = 0;
-                            if inst.condition || inst.run >= *alarm_points {
-                                inst.value = v;
-                            }
-                        } else {
-                            inst.clear_run = inst.clear_run.saturating_add(1);
-                            inst.run = 0;
-                        }
-                        let before = inst.condition;
-                        if !inst.condition && inst.run >= *alarm_points {
-                            inst.condition = true;
-                        } else if inst.condition && inst.clear_run >= *clear_points {
-                            inst.condition = false;
-                        }
-                        let changed = before != inst.condition;
-                        step(rule, inst, now_ms, changed, out);
-                        if inst.state == State::Inactive && inst.run == 0 {
-                            map.remove(device.as_ref());
-                        }
-                    }
-                    (Check::Offline { .. }, _) => {
+                let value = field_col.and_then(|fc| rows.field_at(fc, row)).and_then(|f| f.as_f64());
+                // (does the row match, the value shown, alarm points, clear points)
+                let (matches, shown, alarm, clear) = match &rule.check {
+                    Check::Offline { .. } => {
                         let seen = self.seen[r]
                             .entry(device.to_string())
                             .or_insert_with(|| Seen { at: now_ms, labels: Self::labels_of(rule, tags()) });
@@ -221,8 +271,54 @@ impl Evaluator {
                             inst.condition = false;
                             step(rule, inst, now_ms, true, out);
                         }
+                        continue;
                     }
-                    _ => {}
+                    Check::Threshold { op, value: threshold, alarm_points, clear_points, .. } => {
+                        let Some(v) = value else { continue };
+                        (op.holds(v, *threshold), v, *alarm_points, *clear_points)
+                    }
+                    Check::Anomaly { detector, alarm_points, clear_points, .. } => {
+                        if field_col.is_some() && value.is_none() {
+                            continue;
+                        }
+                        let state = self.detectors[r].entry(device.to_string()).or_default();
+                        let Some((m, shown)) = state.observe(detector, time, value.unwrap_or(0.0)) else { continue };
+                        (m, shown, *alarm_points, *clear_points)
+                    }
+                };
+                let map = &mut self.instances[r];
+                if !map.contains_key(device.as_ref()) {
+                    if !matches {
+                        continue; // nothing to remember for a device that does not match
+                    }
+                    let labels = Self::labels_of(rule, tags());
+                    map.insert(device.to_string(), new_instance(rule, &device, labels));
+                }
+                let Some(inst) = map.get_mut(device.as_ref()) else { continue };
+                if time <= inst.last_time {
+                    continue;
+                }
+                inst.last_time = time;
+                if matches {
+                    inst.run = inst.run.saturating_add(1);
+                    inst.clear_run = 0;
+                    if inst.condition || inst.run >= alarm {
+                        inst.value = shown;
+                    }
+                } else {
+                    inst.clear_run = inst.clear_run.saturating_add(1);
+                    inst.run = 0;
+                }
+                let before = inst.condition;
+                if !inst.condition && inst.run >= alarm {
+                    inst.condition = true;
+                } else if inst.condition && inst.clear_run >= clear {
+                    inst.condition = false;
+                }
+                let changed = before != inst.condition;
+                step(rule, inst, now_ms, changed, out);
+                if inst.state == State::Inactive && inst.run == 0 {
+                    map.remove(device.as_ref());
                 }
             }
         }
@@ -440,6 +536,47 @@ mod tests {
         step(&r, &mut i, 240_000, false, &mut out);
         assert_eq!(i.state, State::Resolved);
         assert_eq!(out.iter().filter(|c| c.notify).count(), 2, "one firing, one resolved");
+    }
+
+    /// Whether each point (time in seconds, value) is anomalous.
+    fn feed(r: &Rule, points: &[(i64, f64)]) -> Vec<bool> {
+        let Check::Anomaly { detector, .. } = &r.check else { panic!("not an anomaly rule") };
+        let mut d = DetectorState::default();
+        points.iter().map(|&(t, v)| d.observe(detector, t * 1_000_000_000, v).is_some_and(|(m, _)| m)).collect()
+    }
+
+    #[test]
+    fn detectors() {
+        let flat =
+            rule(RuleKind::Anomaly, serde_json::json!({"detector": "flatline", "field": "x", "stuck_for": "10s"}));
+        let got: Vec<bool> = feed(&flat, &[(0, 1.0), (5, 1.0), (10, 1.0), (11, 2.0), (20, 2.0), (21, 2.0)]);
+        assert_eq!(got, [false, false, true, false, false, true]);
+        let rate = rule(
+            RuleKind::Anomaly,
+            serde_json::json!({"detector": "rate", "field": "x", "window": "10s", "op": ">", "value": 1.0}),
+        );
+        let got: Vec<bool> = feed(&rate, &[(0, 0.0), (5, 4.0), (10, 20.0), (30, 21.0)]);
+        assert_eq!(got, [false, false, true, false], "0.8/s, then 2/s, then a lone point");
+        let msgs = rule(
+            RuleKind::Anomaly,
+            serde_json::json!({"detector": "message_rate", "window": "10s", "op": ">", "value": 3.0}),
+        );
+        let got: Vec<bool> = feed(&msgs, &[(0, 0.0), (1, 0.0), (2, 0.0), (3, 0.0), (30, 0.0)]);
+        assert_eq!(got, [false, false, false, true, false]);
+        let z = rule(
+            RuleKind::Anomaly,
+            serde_json::json!({"detector": "zscore", "field": "x", "alpha": 0.2, "warmup": 10, "k": 4.0}),
+        );
+        let mut points: Vec<(i64, f64)> = (0..50).map(|i| (i, 20.0 + if i % 2 == 0 { 0.5 } else { -0.5 })).collect();
+        points.push((50, 40.0));
+        let got: Vec<bool> = feed(&z, &points);
+        assert!(got[..50].iter().all(|m| !m), "steady noise is not anomalous");
+        assert!(got[50], "a jump of 20 on noise of 0.5 is");
+        // Older points are ignored.
+        let Check::Anomaly { detector, .. } = &flat.check else { panic!() };
+        let mut d = DetectorState::default();
+        assert!(d.observe(detector, 10, 1.0).is_some());
+        assert!(d.observe(detector, 5, 1.0).is_none());
     }
 
     #[test]

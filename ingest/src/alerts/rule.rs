@@ -43,6 +43,24 @@ pub struct RuleConfig {
     /// `offline`: a device not seen for this long is offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// `anomaly`: `flatline`, `rate`, `zscore` or `message_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<String>,
+    /// `anomaly` `flatline`: the same value for at least this long (data time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_for: Option<String>,
+    /// `anomaly` `rate` and `message_rate`: the window (data time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// `anomaly` `zscore`: the EWMA smoothing factor, in (0, 1]. Default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// `anomaly` `zscore`: points before it judges anything. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<u32>,
+    /// `anomaly` `zscore`: |z| above this is anomalous. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<f64>,
     /// The tag naming the device; an instance per value. Default `device_id`;
     /// rows without it are grouped by their whole tag set.
     #[serde(default = "device_tag")]
@@ -74,6 +92,8 @@ pub enum RuleKind {
     Threshold,
     /// A device that sent nothing for `after`.
     Offline,
+    /// A detector on a field (or the message rate), as rows arrive.
+    Anomaly,
 }
 
 /// A comparison.
@@ -125,8 +145,37 @@ pub struct Rule {
 /// What makes a rule's condition true.
 #[derive(Debug, Clone)]
 pub enum Check {
-    Threshold { field: String, op: Op, value: f64, alarm_points: u32, clear_points: u32 },
-    Offline { after: Duration },
+    /// Per row: `field OP value`, with consecutive points to alarm and to clear.
+    Threshold {
+        field: String,
+        op: Op,
+        value: f64,
+        alarm_points: u32,
+        clear_points: u32,
+    },
+    Offline {
+        after: Duration,
+    },
+    /// Per row: a detector on `field` (empty for `message_rate`), with the same hysteresis.
+    Anomaly {
+        field: String,
+        detector: Detector,
+        alarm_points: u32,
+        clear_points: u32,
+    },
+}
+
+/// An anomaly detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Detector {
+    /// The same value for at least `stuck_ns` of data time (a stuck sensor).
+    Flatline { stuck_ns: i64 },
+    /// Change per second against the oldest point within `window_ns`, compared by `op` with `value`.
+    Rate { window_ns: i64, op: Op, value: f64 },
+    /// Rows within `window_ns`, compared by `op` with `value` (Device Defender's message count).
+    MessageRate { window_ns: i64, op: Op, value: f64 },
+    /// EWMA z-score: |value − mean| / stddev above `k` after `warmup` points.
+    ZScore { alpha: f64, warmup: u32, k: f64 },
 }
 
 /// Parses a duration like `5m`; `0` and `0s` are zero.
@@ -152,21 +201,31 @@ impl Rule {
         let opt = |v: &Option<String>, what: &str| v.as_deref().map_or(Ok(Duration::ZERO), |s| duration(s, what));
         let for_ = opt(&c.for_, "for").map_err(bad)?;
         let keep_firing_for = opt(&c.keep_firing_for, "keep_firing_for").map_err(bad)?;
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let positive = |v: &Option<String>, what: &str| -> Result<i64, String> {
+            let text = v.as_deref().ok_or_else(|| bad(format!("this detector needs `{what}` (e.g. \"10m\")")))?;
+            let d = duration(text, what).map_err(bad)?;
+            if d.is_zero() {
+                return Err(bad(format!("`{what}` must be more than zero")));
+            }
+            Ok(nanos(d))
+        };
+        let comparison = |what: &str| -> Result<(Op, f64), String> {
+            let op = c.op.as_deref().ok_or_else(|| bad(format!("{what} needs `op` (>, >=, <, <=, ==, !=)")))?;
+            let op = Op::parse(op).ok_or_else(|| bad(format!("unknown op {op:?}; use >, >=, <, <=, == or !=")))?;
+            let value =
+                c.value.filter(|v| v.is_finite()).ok_or_else(|| bad(format!("{what} needs a finite `value`")))?;
+            Ok((op, value))
+        };
+        if c.alarm_points == 0 || c.clear_points == 0 {
+            return Err(bad("alarm_points and clear_points must be at least 1".into()));
+        }
         let check = match c.kind {
             RuleKind::Threshold => {
                 let field = c.field.clone().ok_or_else(|| bad("kind threshold needs `field`".into()))?;
-                let op =
-                    c.op.as_deref().ok_or_else(|| bad("kind threshold needs `op` (>, >=, <, <=, ==, !=)".into()))?;
-                let op = Op::parse(op).ok_or_else(|| bad(format!("unknown op {op:?}; use >, >=, <, <=, == or !=")))?;
-                let value = c
-                    .value
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| bad("kind threshold needs a finite `value`".into()))?;
-                if c.alarm_points == 0 || c.clear_points == 0 {
-                    return Err(bad("alarm_points and clear_points must be at least 1".into()));
-                }
-                if c.after.is_some() {
-                    return Err(bad("`after` belongs to kind offline".into()));
+                let (op, value) = comparison("kind threshold")?;
+                if c.after.is_some() || c.detector.is_some() {
+                    return Err(bad("`after` and `detector` do not belong to kind threshold".into()));
                 }
                 Check::Threshold { field, op, value, alarm_points: c.alarm_points, clear_points: c.clear_points }
             }
@@ -177,10 +236,44 @@ impl Rule {
                 if after.is_zero() {
                     return Err(bad("`after` must be more than zero".into()));
                 }
-                if c.field.is_some() || c.op.is_some() || c.value.is_some() {
-                    return Err(bad("`field`, `op` and `value` belong to kind threshold".into()));
+                if c.field.is_some() || c.op.is_some() || c.value.is_some() || c.detector.is_some() {
+                    return Err(bad("`field`, `op`, `value` and `detector` do not belong to kind offline".into()));
                 }
                 Check::Offline { after }
+            }
+            RuleKind::Anomaly => {
+                let name = c.detector.as_deref().ok_or_else(|| {
+                    bad("kind anomaly needs `detector`: flatline, rate, zscore or message_rate".into())
+                })?;
+                let field = || c.field.clone().ok_or_else(|| bad(format!("detector {name} needs `field`")));
+                let (field, detector) = match name {
+                    "flatline" => (field()?, Detector::Flatline { stuck_ns: positive(&c.stuck_for, "stuck_for")? }),
+                    "rate" => {
+                        let (op, value) = comparison("detector rate")?;
+                        (field()?, Detector::Rate { window_ns: positive(&c.window, "window")?, op, value })
+                    }
+                    "message_rate" => {
+                        let (op, value) = comparison("detector message_rate")?;
+                        (String::new(), Detector::MessageRate { window_ns: positive(&c.window, "window")?, op, value })
+                    }
+                    "zscore" => {
+                        let alpha = c.alpha.unwrap_or(0.1);
+                        if !(alpha > 0.0 && alpha <= 1.0) {
+                            return Err(bad(format!("alpha {alpha} is not in (0, 1]")));
+                        }
+                        let k = c.k.unwrap_or(3.0);
+                        if !(k.is_finite() && k > 0.0) {
+                            return Err(bad(format!("k {k} must be a positive number")));
+                        }
+                        (field()?, Detector::ZScore { alpha, warmup: c.warmup.unwrap_or(30).max(2), k })
+                    }
+                    other => {
+                        return Err(bad(format!(
+                            "unknown detector {other:?}; use flatline, rate, zscore or message_rate"
+                        )));
+                    }
+                };
+                Check::Anomaly { field, detector, alarm_points: c.alarm_points, clear_points: c.clear_points }
             }
         };
         Ok(Rule { config: c.clone(), for_, keep_firing_for, check })
