@@ -530,6 +530,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_alert_rules_are_valid() {
+        let readme = include_str!("../../README.md");
+        let section = readme.split("### Alerts").nth(1).and_then(|s| s.split("\n### ").next()).unwrap();
+        let toml: String = section.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+        let c: Config = toml::from_str(&toml).unwrap();
+        assert_eq!(c.alert.rule.len(), 3);
+        for r in &c.alert.rule {
+            telemark_ingest::alerts::rule::Rule::compile(r).unwrap();
+        }
+        assert!(c.alert.options().unwrap().is_some());
+    }
+
+    #[test]
     fn example_file_is_the_defaults() {
         let text = include_str!("../telemark.example.toml");
         let c: Config = toml::from_str(text).unwrap();
