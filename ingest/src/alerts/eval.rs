@@ -69,6 +69,9 @@ pub struct Instance {
     /// Consecutive points matching / not matching (hysteresis).
     pub run: u32,
     pub clear_run: u32,
+    /// Sequence number of its last notification (0 before any).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A change to make durable; `notify` when it is a firing or resolved transition.
@@ -176,6 +179,12 @@ pub struct Evaluator {
     pub seen: Vec<HashMap<String, Seen>>,
     /// Per rule: anomaly detectors' state by device key.
     pub detectors: Vec<HashMap<String, DetectorState>>,
+    /// Per (database, table, device tag): the newest row time (ns) of every
+    /// device, so an older row never moves an alert, even for a device with
+    /// no instance. One entry per device, however many rules watch it.
+    pub newest: HashMap<(String, String, String), HashMap<String, i64>>,
+    /// An offline rule saw a device it did not know (the list is saved).
+    pub seen_grew: bool,
     /// Rows older than this (ns before now) change no alert (backfill).
     pub backfill_cutoff_ns: i64,
 }
@@ -207,6 +216,8 @@ impl Evaluator {
             instances: (0..n).map(|_| HashMap::new()).collect(),
             seen: (0..n).map(|_| HashMap::new()).collect(),
             detectors: (0..n).map(|_| HashMap::new()).collect(),
+            newest: HashMap::new(),
+            seen_grew: false,
             backfill_cutoff_ns,
         }
     }
@@ -222,13 +233,44 @@ impl Evaluator {
     /// Applies committed rows; `now_ms` is the wall clock.
     pub fn rows(&mut self, rows: &CommittedRows<'_>, now_ms: i64, out: &mut Vec<Change>) {
         let now_ns = now_ms.saturating_mul(1_000_000);
+        // Which rows are newer than their device's newest, per device tag
+        // (once per row, not per rule).
+        let mut fresh: HashMap<&str, Vec<bool>> = HashMap::new();
+        for rule in &self.rules {
+            let c = &rule.config;
+            if c.database != rows.database() || c.table != rows.table() || matches!(rule.check, Check::Offline { .. }) {
+                continue;
+            }
+            if fresh.contains_key(c.device_tag.as_str()) {
+                continue;
+            }
+            let key = (c.database.clone(), c.table.clone(), c.device_tag.clone());
+            let newest = self.newest.entry(key).or_default();
+            let flags = (0..rows.len())
+                .map(|row| {
+                    let device = device_key(rows, &c.device_tag, row);
+                    let t = rows.time(row);
+                    match newest.get_mut(device.as_ref()) {
+                        Some(n) if t <= *n => false,
+                        Some(n) => {
+                            *n = t;
+                            true
+                        }
+                        None => {
+                            newest.insert(device.into_owned(), t);
+                            true
+                        }
+                    }
+                })
+                .collect();
+            fresh.insert(c.device_tag.as_str(), flags);
+        }
         for r in 0..self.rules.len() {
             let rule = &self.rules[r];
             if rule.config.database != rows.database() || rule.config.table != rows.table() {
                 continue;
             }
             let tag_columns: Vec<(usize, &str)> = rows.tag_columns().collect();
-            let device_col = rows.column(&rule.config.device_tag).filter(|c| tag_columns.iter().any(|(i, _)| i == c));
             let field_col = match &rule.check {
                 Check::Threshold { field, .. } | Check::Anomaly { field, .. } if !field.is_empty() => {
                     match rows.column(field) {
@@ -243,15 +285,7 @@ impl Evaluator {
                 if time < now_ns.saturating_sub(self.backfill_cutoff_ns) {
                     continue;
                 }
-                let device: std::borrow::Cow<'_, str> = match device_col.and_then(|c| rows.tag_at(c, row)) {
-                    Some(d) => d.into(),
-                    None => tag_columns
-                        .iter()
-                        .filter_map(|(i, name)| rows.tag_at(*i, row).map(|v| format!("{name}={v}")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                        .into(),
-                };
+                let device = device_key(rows, &rule.config.device_tag, row);
                 let tags = || {
                     tag_columns
                         .iter()
@@ -261,10 +295,14 @@ impl Evaluator {
                 // (does the row match, the value shown, alarm points, clear points)
                 let (matches, shown, alarm, clear) = match &rule.check {
                     Check::Offline { .. } => {
-                        let seen = self.seen[r]
-                            .entry(device.to_string())
-                            .or_insert_with(|| Seen { at: now_ms, labels: Self::labels_of(rule, tags()) });
-                        seen.at = seen.at.max(now_ms);
+                        match self.seen[r].get_mut(device.as_ref()) {
+                            Some(seen) => seen.at = seen.at.max(now_ms),
+                            None => {
+                                let labels = Self::labels_of(rule, tags());
+                                self.seen[r].insert(device.to_string(), Seen { at: now_ms, labels });
+                                self.seen_grew = true;
+                            }
+                        }
                         if let Some(inst) = self.instances[r].get_mut(device.as_ref())
                             && inst.condition
                         {
@@ -275,6 +313,9 @@ impl Evaluator {
                     }
                     Check::Threshold { op, value: threshold, alarm_points, clear_points, .. } => {
                         let Some(v) = value else { continue };
+                        if !fresh.get(rule.config.device_tag.as_str()).is_some_and(|f| f[row]) {
+                            continue;
+                        }
                         (op.holds(v, *threshold), v, *alarm_points, *clear_points)
                     }
                     Check::Anomaly { detector, alarm_points, clear_points, .. } => {
@@ -381,6 +422,12 @@ impl Evaluator {
     /// Restores an instance from the journal (its rule must still exist).
     pub fn restore(&mut self, inst: Instance) {
         if let Some(r) = self.rules.iter().position(|r| r.config.name == inst.rule) {
+            if inst.last_time > i64::MIN {
+                let c = &self.rules[r].config;
+                let key = (c.database.clone(), c.table.clone(), c.device_tag.clone());
+                let t = self.newest.entry(key).or_default().entry(inst.device.clone()).or_insert(i64::MIN);
+                *t = (*t).max(inst.last_time);
+            }
             if let Check::Offline { .. } = self.rules[r].check {
                 self.seen[r]
                     .entry(inst.device.clone())
@@ -389,6 +436,18 @@ impl Evaluator {
             self.instances[r].insert(inst.device.clone(), inst);
         }
     }
+}
+
+/// The device key of a row: the value of `device_tag`, or else its whole tag set.
+fn device_key<'a>(rows: &CommittedRows<'a>, device_tag: &str, row: usize) -> std::borrow::Cow<'a, str> {
+    if let Some(d) = rows.column(device_tag).and_then(|c| rows.tag_at(c, row)) {
+        return d.into();
+    }
+    rows.tag_columns()
+        .filter_map(|(i, name)| rows.tag_at(i, row).map(|v| format!("{name}={v}")))
+        .collect::<Vec<_>>()
+        .join(",")
+        .into()
 }
 
 fn new_instance(rule: &Rule, device: &str, labels: BTreeMap<String, String>) -> Instance {
@@ -407,6 +466,7 @@ fn new_instance(rule: &Rule, device: &str, labels: BTreeMap<String, String>) -> 
         last_time: i64::MIN,
         run: 0,
         clear_run: 0,
+        seq: 0,
     }
 }
 

@@ -209,6 +209,7 @@ mod tests {
             last_time: 0,
             run: 1,
             clear_run: 0,
+            seq: 0,
         }
     }
 

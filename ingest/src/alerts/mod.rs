@@ -121,6 +121,8 @@ pub struct InstanceView {
 
 enum Event {
     Changes(Vec<Change>),
+    /// An offline rule met a new device: save the list now.
+    SeenGrew,
     Delivered(Delivered),
     Stop,
 }
@@ -149,6 +151,9 @@ impl Shared {
         f(&mut eval, &mut changes);
         if !changes.is_empty() {
             let _ = lock(&self.events).send(Event::Changes(changes));
+        }
+        if std::mem::take(&mut eval.seen_grew) {
+            let _ = lock(&self.events).send(Event::SeenGrew);
         }
     }
 }
@@ -199,6 +204,8 @@ struct Worker {
     seen_path: PathBuf,
     /// Records whose append failed, retried first next time.
     unwritten: Vec<Record>,
+    /// The sequence number of each instance's last notification.
+    notified: HashMap<(String, String), u64>,
 }
 
 impl Alerts {
@@ -251,7 +258,10 @@ impl Alerts {
         }
         let cutoff = i64::try_from(options.backfill_cutoff.as_nanos()).unwrap_or(i64::MAX);
         let mut evaluator = Evaluator::new(rules.clone(), cutoff);
-        for inst in recovered.instances.into_values() {
+        for mut inst in recovered.instances.into_values() {
+            if matches!(inst.state, State::Pending | State::Firing) {
+                newest_stored(&db, &rules, &mut inst, cutoff);
+            }
             evaluator.restore(inst);
         }
         // Devices offline rules knew: seen no earlier than now (a restart or
@@ -318,10 +328,12 @@ impl Alerts {
             stats,
             seen_path,
             unwritten: Vec::new(),
+            notified: HashMap::new(),
         };
         // The broker's retained state is gone after a restart: publish every instance's state again.
         for inst in lock(&shared.eval).active() {
-            worker.publish_state(&worker.outgoing(0, inst), true);
+            worker.notified.insert((inst.rule.clone(), inst.device.clone()), inst.seq);
+            worker.publish_state(&worker.outgoing(inst.seq, inst), true);
         }
         // Undelivered notifications, in order.
         for (seq, _, inst, sinks) in recovered.outbox {
@@ -480,6 +492,67 @@ impl crate::mqtt::presence::ClientHooks for Alerts {
     }
 }
 
+/// Moves a restored instance's newest row time up to the newest row stored
+/// for its device (the journal records only state changes), so rows older
+/// than those written before the restart do not move it.
+fn newest_stored(db: &Database, rules: &[Rule], inst: &mut Instance, cutoff_ns: i64) {
+    use arrow_array::Array as _;
+    let Some(rule) = rules.iter().find(|r| r.config.name == inst.rule) else { return };
+    if matches!(rule.check, rule::Check::Offline { .. }) {
+        return;
+    }
+    let c = &rule.config;
+    if inst.labels.get(&c.device_tag) != Some(&inst.device) {
+        return; // keyed by its whole tag set: no single tag to look it up by
+    }
+    let from = now_ms().saturating_mul(1_000_000).saturating_sub(cutoff_ns).max(inst.last_time);
+    let threshold = match &rule.check {
+        rule::Check::Threshold { field, op, value, .. } => Some((field.as_str(), *op, *value)),
+        _ => None,
+    };
+    let mut columns = vec!["time"];
+    columns.extend(threshold.map(|t| t.0));
+    let req = telemark_engine::ScanRequest::new(c.database.as_str(), c.table.as_str())
+        .filter_tag(c.device_tag.as_str(), [inst.device.as_str()])
+        .time_range(from, i64::MAX)
+        .project(columns);
+    let Ok(scan) = db.scan(&req) else { return };
+    for batch in scan.flatten() {
+        let Some(t) = batch.column(0).as_any().downcast_ref::<arrow_array::TimestampNanosecondArray>() else {
+            continue;
+        };
+        for i in (0..t.len()).filter(|&i| t.is_valid(i)) {
+            if t.value(i) <= inst.last_time {
+                continue;
+            }
+            inst.last_time = t.value(i);
+            // The value shown is that of the newest matching row, as before the restart.
+            if let Some((_, op, threshold)) = threshold
+                && let Some(v) = batch.columns().get(1).and_then(|col| number_at(col.as_ref(), i))
+                && op.holds(v, threshold)
+            {
+                inst.value = v;
+            }
+        }
+    }
+}
+
+/// A numeric cell as f64.
+fn number_at(col: &dyn arrow_array::Array, i: usize) -> Option<f64> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, UInt64Type};
+    if col.is_null(i) {
+        return None;
+    }
+    match col.data_type() {
+        arrow_schema::DataType::Float64 => Some(col.as_primitive::<Float64Type>().value(i)),
+        arrow_schema::DataType::Int64 => Some(col.as_primitive::<Int64Type>().value(i) as f64),
+        arrow_schema::DataType::UInt64 => Some(col.as_primitive::<UInt64Type>().value(i) as f64),
+        arrow_schema::DataType::Boolean => Some(f64::from(u8::from(col.as_boolean().value(i)))),
+        _ => None,
+    }
+}
+
 fn render_annotations(rule: &Rule, i: &Instance) -> BTreeMap<String, String> {
     rule.config.annotations.iter().map(|(k, t)| (k.clone(), rule::render(t, &i.labels, i.value))).collect()
 }
@@ -507,19 +580,26 @@ impl Worker {
             }
             let mut changes = Vec::new();
             let mut records = std::mem::take(&mut self.unwritten);
+            let mut save_seen = false;
             for e in events {
                 match e {
                     Event::Changes(c) => changes.extend(c),
+                    Event::SeenGrew => save_seen = true,
                     Event::Delivered(d) => {
                         records.push(Record::Delivered { seq: d.seq, sink: d.sink, dropped: d.dropped })
                     }
                     Event::Stop => stop = true,
                 }
             }
-            for c in changes {
+            for mut c in changes {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                let key = (c.instance.rule.clone(), c.instance.device.clone());
                 let sinks = if c.notify { self.sinks_of(&c.instance.rule) } else { Vec::new() };
+                if c.notify {
+                    self.notified.insert(key.clone(), seq);
+                }
+                c.instance.seq = self.notified.get(&key).copied().unwrap_or(0);
                 records.push(Record::Change { seq, at: now_ms(), instance: c.instance, sinks });
             }
             if let Err(e) = self.journal.append(&records) {
@@ -541,7 +621,7 @@ impl Worker {
                     self.dispatch(&n, sinks);
                 }
             }
-            if Instant::now() >= next_snapshot || stop {
+            if save_seen || Instant::now() >= next_snapshot || stop {
                 next_snapshot = Instant::now() + Duration::from_secs(10);
                 self.save_seen(shared);
             }

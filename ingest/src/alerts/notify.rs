@@ -240,6 +240,7 @@ mod tests {
             last_time: 0,
             run: 0,
             clear_run: 0,
+            seq: 0,
         };
         let n = Outgoing { seq: 7, instance: inst, annotations: BTreeMap::new() };
         let b = alertmanager_body("ops", &n, "http://telemark");
