@@ -219,6 +219,30 @@ impl QueryEngine {
     }
 }
 
+impl QueryEngine {
+    /// Runs a read-only query in `database` as of `at_ms` (ms since the
+    /// epoch): `now()` in it returns that instant, so an alert rule can
+    /// judge a window that ends a delay before the wall clock. Anything but
+    /// a query (`INSERT`, `DELETE`, DDL, `COPY`, statements) is refused.
+    pub async fn query_at(
+        &self,
+        database: &str,
+        sql: &str,
+        at_ms: i64,
+    ) -> Result<Vec<arrow_array::RecordBatch>, DataFusionError> {
+        use datafusion::logical_expr::LogicalPlan;
+        let ctx = self.context(Some(database));
+        let mut state = ctx.state();
+        state.execution_props_mut().query_execution_start_time = chrono::DateTime::from_timestamp_millis(at_ms);
+        let plan = state.create_logical_plan(sql).await?;
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_))
+        {
+            return Err(DataFusionError::Plan("only a query (SELECT) can be evaluated here".into()));
+        }
+        DataFrame::new(state, plan).collect().await
+    }
+}
+
 /// Finds a Telemark engine error inside a DataFusion error, if there is one.
 pub fn engine_error(e: &DataFusionError) -> Option<&crate::Error> {
     match e {

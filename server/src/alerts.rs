@@ -58,3 +58,65 @@ pub(crate) async fn rules(State(state): State<Arc<AppState>>, headers: HeaderMap
         serde_json::json!({ "rules": rules })
     })
 }
+
+/// Runs `sql` alert rules' queries on the query engine.
+#[derive(Debug)]
+pub(crate) struct Queries(pub(crate) telemark_engine::query::QueryEngine);
+
+impl telemark_ingest::alerts::SqlRunner for Queries {
+    fn run(
+        &self,
+        database: &str,
+        sql: &str,
+        at_ms: i64,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<telemark_ingest::alerts::eval::SqlRow>, String>> + Send>,
+    > {
+        let engine = self.0.clone();
+        let (database, sql) = (database.to_string(), sql.to_string());
+        Box::pin(async move {
+            let batches = engine.query_at(&database, &sql, at_ms).await.map_err(|e| e.to_string())?;
+            Ok(batches.iter().flat_map(rows_of).collect())
+        })
+    }
+}
+
+/// An alert query's rows: string columns are labels, the first numeric column the value (1 without one).
+fn rows_of(batch: &arrow::record_batch::RecordBatch) -> Vec<telemark_ingest::alerts::eval::SqlRow> {
+    use arrow::array::Array;
+    use arrow::datatypes::DataType;
+    let schema = batch.schema();
+    let strings: Vec<(String, arrow::array::ArrayRef)> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| {
+            matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..)
+            )
+        })
+        .filter_map(|(f, c)| arrow::compute::cast(c, &DataType::Utf8).ok().map(|c| (f.name().clone(), c)))
+        .collect();
+    let value = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .find(|(f, _)| f.data_type().is_numeric())
+        .and_then(|(_, c)| arrow::compute::cast(c, &DataType::Float64).ok());
+    (0..batch.num_rows())
+        .map(|i| {
+            let labels = strings
+                .iter()
+                .filter(|(_, c)| c.is_valid(i))
+                .map(|(name, c)| {
+                    (name.clone(), arrow::array::AsArray::as_string::<i32>(c.as_ref()).value(i).to_string())
+                })
+                .collect();
+            let value = value.as_ref().filter(|v| v.is_valid(i)).map_or(1.0, |v| {
+                arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(v.as_ref()).value(i)
+            });
+            telemark_ingest::alerts::eval::SqlRow { labels, value }
+        })
+        .collect()
+}

@@ -535,7 +535,7 @@ mod tests {
         let section = readme.split("### Alerts").nth(1).and_then(|s| s.split("\n### ").next()).unwrap();
         let toml: String = section.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
         let c: Config = toml::from_str(&toml).unwrap();
-        assert_eq!(c.alert.rule.len(), 3);
+        assert_eq!(c.alert.rule.len(), 4);
         for r in &c.alert.rule {
             telemark_ingest::alerts::rule::Rule::compile(r).unwrap();
         }

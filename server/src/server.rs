@@ -129,7 +129,15 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let start_alerts = |publisher: Option<Arc<telemark_ingest::mqtt::MqttContext>>| -> Result<(), String> {
         let Some(options) = alert_options.clone() else { return Ok(()) };
         let p = publisher.clone().map(|c| c as Arc<dyn telemark_ingest::alerts::Publisher>);
-        let alerts = telemark_ingest::alerts::Alerts::start(&config.data_dir.join("alerts"), options, db.clone(), p)?;
+        let queries: Arc<dyn telemark_ingest::alerts::SqlRunner> =
+            Arc::new(crate::alerts::Queries(state.engine.clone()));
+        let alerts = telemark_ingest::alerts::Alerts::start(
+            &config.data_dir.join("alerts"),
+            options,
+            db.clone(),
+            p,
+            Some(queries),
+        )?;
         if let Some(ctx) = &publisher {
             let _ = ctx.hooks.set(alerts.clone());
         }

@@ -643,3 +643,49 @@ def test_the_retained_state_after_a_restart_is_the_one_published_before(start_se
     [(retained, _, _, after)] = retained_now(s2, "alerts/hot/r1", 1)
     assert retained and json.loads(before)["state"] == "firing"
     assert json.loads(after) == json.loads(before), f"retained before the restart {before}, after {after}"
+
+
+def sql_rule_toml(name, query, every="1s", eval_delay=None):
+    delay = f'eval_delay = "{eval_delay}"\n' if eval_delay else ""
+    return f"""
+[[alert.rule]]
+name = "{name}"
+database = "fleet"
+kind = "sql"
+every = "{every}"
+{delay}query = "{query}"
+"""
+
+
+def test_a_sql_rule_fires_per_result_row_and_resolves_when_the_row_is_gone(start_server, hook):
+    query = ("SELECT device_id, avg(temp) AS t FROM readings WHERE time > now() - INTERVAL '1 minute' "
+             "GROUP BY device_id HAVING avg(temp) > 30")
+    s = start_server(sql_rule_toml("avg-hot", query) + webhook_toml(hook))
+    t = time.time_ns()
+    write(s, [f"readings,device_id=q1 temp=35 {t}", f"readings,device_id=q2 temp=20 {t}"])
+    hook.wait_for(1, timeout=10)
+    firing = alerts(s, "avg-hot")
+    assert set(firing) == {"q1"} and firing["q1"]["state"] == "firing" and firing["q1"]["value"] == 35.0, firing
+    assert firing["q1"]["labels"] == {"alertname": "avg-hot", "device_id": "q1"}
+    write(s, [f"readings,device_id=q1 temp=0 {t + 10**9}", f"readings,device_id=q1 temp=0 {t + 2 * 10**9}"])
+    hook.wait_for(2, timeout=10)
+    statuses = [(p.alert["status"], p.alert["labels"]["device_id"]) for p in hook.snapshot()]
+    assert statuses == [("firing", "q1"), ("resolved", "q1")], statuses
+    assert metric(s, "telemark_alert_sql_evaluations_total") >= 2
+    assert metric(s, "telemark_alert_sql_errors_total") == 0
+
+
+def test_an_evaluation_delay_keeps_late_rows_from_resolving_and_refiring(start_server, hook):
+    """Rows arrive 2 s after their time; the rule judges the 2 s window ending 3 s ago, so every
+    window is complete when judged: one firing, no resolve, no second firing."""
+    query = ("SELECT device_id, count(*) AS n FROM readings WHERE time >= now() - INTERVAL '2 seconds' "
+             "AND time < now() AND temp > 30 GROUP BY device_id")
+    s = start_server(sql_rule_toml("late-hot", query, eval_delay="3s") + webhook_toml(hook))
+    end = time.monotonic() + 9
+    while time.monotonic() < end:
+        write(s, [f"readings,device_id=l1 temp=35 {time.time_ns() - 2 * 10**9}"])
+        time.sleep(0.25)
+    time.sleep(1.5)
+    statuses = [p.alert["status"] for p in hook.snapshot()]
+    assert statuses == ["firing"], f"late rows made the alert flap: {statuses}"
+    assert in_state(s, "late-hot", "firing") == {"l1"}

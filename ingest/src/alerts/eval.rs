@@ -81,6 +81,14 @@ pub struct Change {
     pub notify: bool,
 }
 
+/// A row of a `sql` rule's result: its labels (string columns) and value
+/// (its first numeric column).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlRow {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
 /// Where an offline rule last saw a device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Seen {
@@ -294,6 +302,7 @@ impl Evaluator {
                 let value = field_col.and_then(|fc| rows.field_at(fc, row)).and_then(|f| f.as_f64());
                 // (does the row match, the value shown, alarm points, clear points)
                 let (matches, shown, alarm, clear) = match &rule.check {
+                    Check::Sql { .. } => break, // evaluated on its schedule, not per row
                     Check::Offline { .. } => {
                         match self.seen[r].get_mut(device.as_ref()) {
                             Some(seen) => seen.at = seen.at.max(now_ms),
@@ -412,6 +421,35 @@ impl Evaluator {
             }
             self.instances[r].retain(|_, i| i.state != State::Inactive || i.run > 0);
         }
+    }
+
+    /// Applies the result of a `sql` rule's evaluation: each row is an
+    /// instance whose condition holds; the rule's instances not in it clear.
+    pub fn sql_result(&mut self, r: usize, result: Vec<SqlRow>, now_ms: i64, out: &mut Vec<Change>) {
+        let Some(rule) = self.rules.get(r) else { return };
+        let mut present = std::collections::HashSet::new();
+        for row in result {
+            let device =
+                row.labels.get(&rule.config.device_tag).cloned().unwrap_or_else(|| {
+                    row.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                });
+            let inst = self.instances[r].entry(device.clone()).or_insert_with(|| {
+                let labels = Self::labels_of(rule, row.labels.clone().into_iter());
+                new_instance(rule, &device, labels)
+            });
+            inst.value = row.value;
+            let changed = !inst.condition;
+            inst.condition = true;
+            step(rule, inst, now_ms, changed, out);
+            present.insert(device);
+        }
+        for (device, inst) in &mut self.instances[r] {
+            if inst.condition && !present.contains(device) {
+                inst.condition = false;
+                step(rule, inst, now_ms, true, out);
+            }
+        }
+        self.instances[r].retain(|_, i| i.state != State::Inactive);
     }
 
     /// Every instance that is not inactive.

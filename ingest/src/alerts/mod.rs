@@ -82,6 +82,18 @@ impl Default for AlertOptions {
     }
 }
 
+/// Runs `sql` rules' queries (the server implements it with the query engine).
+pub trait SqlRunner: Send + Sync + std::fmt::Debug {
+    /// Runs `sql` in `database` with `now()` = `at_ms`; the rows as labels
+    /// (string columns) and value (the first numeric column).
+    fn run(
+        &self,
+        database: &str,
+        sql: &str,
+        at_ms: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<eval::SqlRow>, String>> + Send>>;
+}
+
 /// Publishes MQTT notifications (the built-in broker implements it).
 pub trait Publisher: Send + Sync + std::fmt::Debug {
     /// Publishes at QoS 1.
@@ -99,6 +111,11 @@ pub struct AlertStats {
     pub journal_errors: AtomicU64,
     /// History rows that could not be written.
     pub history_errors: AtomicU64,
+    /// `sql` rule evaluations, failed evaluations, and ticks skipped because
+    /// an evaluation took longer than `every`.
+    pub sql_evaluations: AtomicU64,
+    pub sql_errors: AtomicU64,
+    pub sql_skipped: AtomicU64,
     /// Webhook counters, all webhooks together.
     pub webhooks: Arc<WebhookStats>,
 }
@@ -183,6 +200,8 @@ pub struct Alerts {
     rules: Vec<RuleConfig>,
     mqtt_topic: String,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// One task per `sql` rule.
+    sql_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -218,6 +237,7 @@ impl Alerts {
         options: AlertOptions,
         db: Arc<Database>,
         publisher: Option<Arc<dyn Publisher>>,
+        sql: Option<Arc<dyn SqlRunner>>,
     ) -> Result<Arc<Alerts>, String> {
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -347,6 +367,15 @@ impl Alerts {
                 .spawn(move || worker.run(&shared, &rx))
                 .map_err(|e| format!("cannot start the alert thread: {e}"))?
         };
+        let mut sql_tasks = Vec::new();
+        for (r, rule) in rules.iter().enumerate() {
+            let rule::Check::Sql { query, every, delay } = &rule.check else { continue };
+            let runner = sql.clone().ok_or_else(|| {
+                format!("alert rule {:?}: kind sql needs the query engine (not available here)", rule.config.name)
+            })?;
+            let task = sql_rule(shared.clone(), runner, r, rule.config.clone(), query.clone(), *every, *delay);
+            sql_tasks.push(tokio::spawn(task));
+        }
         db.add_write_observer(Arc::new(Observer(shared.clone())));
         tracing::info!(rules = rules.len(), webhooks = options.webhooks.len(), "alerting started");
         Ok(Arc::new(Alerts {
@@ -354,6 +383,7 @@ impl Alerts {
             rules: options.rules,
             mqtt_topic: options.mqtt_topic,
             worker: Mutex::new(Some(handle)),
+            sql_tasks,
         }))
     }
 
@@ -453,6 +483,24 @@ impl Alerts {
                 get(&s.journal_errors),
             ),
             (
+                "telemark_alert_sql_evaluations_total",
+                "counter",
+                "Queries of sql alert rules run.",
+                get(&s.sql_evaluations),
+            ),
+            (
+                "telemark_alert_sql_errors_total",
+                "counter",
+                "Queries of sql alert rules that failed.",
+                get(&s.sql_errors),
+            ),
+            (
+                "telemark_alert_sql_skipped_total",
+                "counter",
+                "Evaluations of sql alert rules skipped because the previous one was still running.",
+                get(&s.sql_skipped),
+            ),
+            (
                 "telemark_alert_history_errors_total",
                 "counter",
                 "Alert history rows that could not be written.",
@@ -464,6 +512,7 @@ impl Alerts {
     /// Stops the worker after it has written what it holds (webhook tasks
     /// end with the runtime; what they have not delivered stays in the journal).
     pub fn stop(&self) {
+        self.sql_tasks.iter().for_each(tokio::task::JoinHandle::abort);
         let _ = lock(&self.shared.events).send(Event::Stop);
         if let Some(h) = lock(&self.worker).take() {
             let _ = h.join();
@@ -492,13 +541,53 @@ impl crate::mqtt::presence::ClientHooks for Alerts {
     }
 }
 
+/// A `sql` rule's schedule: runs the query every `every` (aligned to the
+/// wall clock), one evaluation at a time; ticks that pass while a slow
+/// query runs are skipped and counted, never queued. A failed query changes
+/// no alert.
+async fn sql_rule(
+    shared: Arc<Shared>,
+    runner: Arc<dyn SqlRunner>,
+    r: usize,
+    config: RuleConfig,
+    query: String,
+    every: Duration,
+    delay: Duration,
+) {
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    let mut next = (now_ms() / every_ms + 1) * every_ms;
+    loop {
+        let wait = u64::try_from(next - now_ms()).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let stats = &shared.stats;
+        match runner.run(&config.database, &query, next - delay_ms).await {
+            Ok(rows) => {
+                stats.sql_evaluations.fetch_add(1, Ordering::Relaxed);
+                let now = now_ms();
+                shared.evaluate(|e, out| e.sql_result(r, rows, now, out));
+            }
+            Err(e) => {
+                stats.sql_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %config.name, error = %e, "an alert rule's query failed; its alerts keep their state");
+            }
+        }
+        next += every_ms;
+        let now = now_ms();
+        while next <= now {
+            stats.sql_skipped.fetch_add(1, Ordering::Relaxed);
+            next += every_ms;
+        }
+    }
+}
+
 /// Moves a restored instance's newest row time up to the newest row stored
 /// for its device (the journal records only state changes), so rows older
 /// than those written before the restart do not move it.
 fn newest_stored(db: &Database, rules: &[Rule], inst: &mut Instance, cutoff_ns: i64) {
     use arrow_array::Array as _;
     let Some(rule) = rules.iter().find(|r| r.config.name == inst.rule) else { return };
-    if matches!(rule.check, rule::Check::Offline { .. }) {
+    if matches!(rule.check, rule::Check::Offline { .. } | rule::Check::Sql { .. }) {
         return;
     }
     let c = &rule.config;

@@ -14,7 +14,8 @@ pub struct RuleConfig {
     pub name: String,
     /// Database the rule watches.
     pub database: String,
-    /// Table the rule watches.
+    /// Table the rule watches (not for kind `sql`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub table: String,
     /// `threshold` or `offline`.
     pub kind: RuleKind,
@@ -43,6 +44,17 @@ pub struct RuleConfig {
     /// `offline`: a device not seen for this long is offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// `sql`: the query; each row is an instance (string columns are its
+    /// labels, the first numeric column its value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// `sql`: how often it runs. Default `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// `sql`: `now()` in the query is the wall clock minus this, so late rows
+    /// arrive before a window is judged. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_delay: Option<String>,
     /// `anomaly`: `flatline`, `rate`, `zscore` or `message_rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detector: Option<String>,
@@ -94,6 +106,8 @@ pub enum RuleKind {
     Offline,
     /// A detector on a field (or the message rate), as rows arrive.
     Anomaly,
+    /// A SQL query run every `every`: a row present = the condition holds.
+    Sql,
 }
 
 /// A comparison.
@@ -163,6 +177,12 @@ pub enum Check {
         alarm_points: u32,
         clear_points: u32,
     },
+    /// A query run every `every`, with `now()` = the wall clock − `delay`.
+    Sql {
+        query: String,
+        every: Duration,
+        delay: Duration,
+    },
 }
 
 /// An anomaly detector.
@@ -195,8 +215,18 @@ impl Rule {
         if c.name.is_empty() || c.name.contains(['/', '+', '#']) || c.name.chars().any(char::is_control) {
             return Err(bad("the name must be non-empty, without '/', '+', '#' or control characters".into()));
         }
-        if c.database.is_empty() || c.table.is_empty() {
-            return Err(bad("`database` and `table` are required".into()));
+        if c.database.is_empty() {
+            return Err(bad("`database` is required".into()));
+        }
+        if c.table.is_empty() != (c.kind == RuleKind::Sql) {
+            return Err(bad(if c.kind == RuleKind::Sql {
+                "kind sql takes no `table`: its query names what it reads".into()
+            } else {
+                "`table` is required".into()
+            }));
+        }
+        if c.kind != RuleKind::Sql && (c.query.is_some() || c.every.is_some() || c.eval_delay.is_some()) {
+            return Err(bad("`query`, `every` and `eval_delay` belong to kind sql".into()));
         }
         let opt = |v: &Option<String>, what: &str| v.as_deref().map_or(Ok(Duration::ZERO), |s| duration(s, what));
         let for_ = opt(&c.for_, "for").map_err(bad)?;
@@ -240,6 +270,23 @@ impl Rule {
                     return Err(bad("`field`, `op`, `value` and `detector` do not belong to kind offline".into()));
                 }
                 Check::Offline { after }
+            }
+            RuleKind::Sql => {
+                let query = c.query.clone().filter(|q| !q.trim().is_empty());
+                let query = query.ok_or_else(|| bad("kind sql needs `query`".into()))?;
+                let every = duration(c.every.as_deref().unwrap_or("1m"), "every").map_err(bad)?;
+                if every < Duration::from_secs(1) {
+                    return Err(bad("`every` must be at least 1s".into()));
+                }
+                let delay =
+                    c.eval_delay.as_deref().map_or(Ok(Duration::ZERO), |d| duration(d, "eval_delay")).map_err(bad)?;
+                if c.field.is_some() || c.op.is_some() || c.value.is_some() || c.detector.is_some() || c.after.is_some()
+                {
+                    return Err(bad(
+                        "kind sql puts its condition in `query` (no field, op, value, detector or after)".into()
+                    ));
+                }
+                Check::Sql { query, every, delay }
             }
             RuleKind::Anomaly => {
                 let name = c.detector.as_deref().ok_or_else(|| {
