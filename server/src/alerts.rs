@@ -2,61 +2,165 @@
 //!
 //! - `GET /api/v3/alerts`: the instances (pending, firing, recently
 //!   resolved) of the rules whose database the token reads;
-//! - `GET /api/v3/alerts/rules`: those rules, as configured.
+//! - `GET /api/v3/alerts/rules`: those rules, each with its `source`
+//!   (`config` or `api`); `GET /api/v3/alerts/rules/NAME`: one;
+//! - `PUT /api/v3/alerts/rules/NAME` with the rule as JSON (the fields of
+//!   `[[alert.rule]]`; `name` may be left out): creates or replaces it
+//!   (write access to its database), kept in the data directory;
+//! - `DELETE /api/v3/alerts/rules/NAME`: removes it; its firing alerts resolve.
 //!
-//! Without `[[alert.rule]]`s both answer with empty lists.
+//! Rules from the config file cannot be changed over HTTP (409).
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use telemark_ingest::alerts::rule::RuleConfig;
+use telemark_ingest::alerts::{Alerts, RuleError};
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, Kind};
 use crate::server::AppState;
 
-fn listed(
-    state: &AppState,
-    headers: &HeaderMap,
-    f: impl FnOnce(&crate::auth::Principal) -> serde_json::Value,
-) -> Response {
+fn principal(state: &AppState, headers: &HeaderMap) -> Result<crate::auth::Principal, ApiError> {
+    Ok(state.auth.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?)
+}
+
+fn respond(state: &AppState, result: Result<Response, ApiError>) -> Response {
     state.metrics.request("http");
-    match state.auth.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
-        Ok(p) => Json(f(&p)).into_response(),
-        Err(e) => {
-            let e = ApiError::from(e);
-            state.metrics.error("http", e.kind);
-            e.into_response()
-        }
-    }
+    result.unwrap_or_else(|e| {
+        state.metrics.error("http", e.kind);
+        e.into_response()
+    })
+}
+
+fn alerts(state: &AppState) -> Result<&Arc<Alerts>, ApiError> {
+    state.alerts.get().ok_or_else(|| ApiError::new(Kind::Unavailable, "alerting is not running"))
+}
+
+fn rule_error(e: RuleError) -> ApiError {
+    let kind = match e {
+        RuleError::Invalid(_) => Kind::BadRequest,
+        RuleError::NotFound(_) => Kind::NotFound,
+        RuleError::FromConfig(_) => Kind::Conflict,
+        RuleError::Storage(_) => Kind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
+}
+
+fn rule_json(config: &RuleConfig, source: telemark_ingest::alerts::RuleSource) -> serde_json::Value {
+    let mut v = serde_json::to_value(config).unwrap_or_default();
+    v["source"] = serde_json::to_value(source).unwrap_or_default();
+    v
 }
 
 /// `GET /api/v3/alerts`
 pub(crate) async fn instances(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    listed(&state, &headers, |p| {
-        let Some(alerts) = state.alerts.get() else { return serde_json::json!({ "alerts": [] }) };
-        let databases: std::collections::HashMap<&str, &str> =
-            alerts.rules().iter().map(|r| (r.name.as_str(), r.database.as_str())).collect();
-        let visible: Vec<_> = alerts
+    let result = (|| {
+        let p = principal(&state, &headers)?;
+        let a = alerts(&state)?;
+        let databases: std::collections::HashMap<String, String> =
+            a.rules().into_iter().map(|(r, _)| (r.name, r.database)).collect();
+        let visible: Vec<_> = a
             .instances()
             .into_iter()
-            .filter(|i| databases.get(i.rule.as_str()).is_some_and(|db| p.require_read(db).is_ok()))
+            .filter(|i| databases.get(&i.rule).is_some_and(|db| p.require_read(db).is_ok()))
             .collect();
-        serde_json::json!({ "alerts": visible })
-    })
+        Ok(Json(serde_json::json!({ "alerts": visible })).into_response())
+    })();
+    respond(&state, result)
 }
 
 /// `GET /api/v3/alerts/rules`
 pub(crate) async fn rules(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    listed(&state, &headers, |p| {
-        let rules: Vec<_> = state
-            .alerts
-            .get()
-            .map(|a| a.rules().iter().filter(|r| p.require_read(&r.database).is_ok()).cloned().collect())
-            .unwrap_or_default();
-        serde_json::json!({ "rules": rules })
-    })
+    let result = (|| {
+        let p = principal(&state, &headers)?;
+        let rules: Vec<_> = alerts(&state)?
+            .rules()
+            .iter()
+            .filter(|(r, _)| p.require_read(&r.database).is_ok())
+            .map(|(r, source)| rule_json(r, *source))
+            .collect();
+        Ok(Json(serde_json::json!({ "rules": rules })).into_response())
+    })();
+    respond(&state, result)
+}
+
+/// `GET /api/v3/alerts/rules/NAME`
+pub(crate) async fn rule_get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let result = (|| {
+        let p = principal(&state, &headers)?;
+        let rules = alerts(&state)?.rules();
+        let (rule, source) =
+            rules.iter().find(|(r, _)| r.name == name).ok_or_else(|| rule_error(RuleError::NotFound(name.clone())))?;
+        p.require_read(&rule.database)?;
+        Ok(Json(rule_json(rule, *source)).into_response())
+    })();
+    respond(&state, result)
+}
+
+/// `PUT /api/v3/alerts/rules/NAME`
+pub(crate) async fn rule_put(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = (|| {
+        let p = principal(&state, &headers)?;
+        let mut value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(Kind::BadRequest, format!("the body must be a JSON alert rule: {e}")))?;
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| ApiError::new(Kind::BadRequest, "the body must be a JSON object (an alert rule)"))?;
+        match obj.get("name") {
+            None => {
+                obj.insert("name".into(), serde_json::Value::String(name.clone()));
+            }
+            Some(n) if n.as_str() == Some(name.as_str()) => {}
+            Some(n) => {
+                return Err(ApiError::new(Kind::BadRequest, format!("the body names rule {n}, the path {name:?}")));
+            }
+        }
+        let config: RuleConfig = serde_json::from_value(value)
+            .map_err(|e| ApiError::new(Kind::BadRequest, format!("alert rule {name:?}: {e}")))?;
+        p.require_write(&config.database)?;
+        let a = alerts(&state)?;
+        if let Some((old, _)) = a.rules().into_iter().find(|(r, _)| r.name == name) {
+            p.require_write(&old.database)?;
+        }
+        let created = a.put_rule(config.clone()).map_err(rule_error)?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        Ok((status, Json(rule_json(&config, telemark_ingest::alerts::RuleSource::Api))).into_response())
+    })();
+    respond(&state, result)
+}
+
+/// `DELETE /api/v3/alerts/rules/NAME`
+pub(crate) async fn rule_delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let result = (|| {
+        let p = principal(&state, &headers)?;
+        let a = alerts(&state)?;
+        let (rule, _) = a
+            .rules()
+            .into_iter()
+            .find(|(r, _)| r.name == name)
+            .ok_or_else(|| rule_error(RuleError::NotFound(name.clone())))?;
+        p.require_write(&rule.database)?;
+        a.delete_rule(&name).map_err(rule_error)?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })();
+    respond(&state, result)
 }
 
 /// Runs `sql` alert rules' queries on the query engine.

@@ -78,11 +78,9 @@ impl Default for AlertConfig {
 }
 
 impl AlertConfig {
-    /// The options alerting runs with; `None` without rules.
+    /// The options alerting runs with (it always runs: rules can also be
+    /// added over HTTP).
     pub fn options(&self) -> Result<Option<telemark_ingest::alerts::AlertOptions>, String> {
-        if self.rule.is_empty() {
-            return Ok(None);
-        }
         Ok(Some(telemark_ingest::alerts::AlertOptions {
             rules: self.rule.clone(),
             webhooks: self.webhook.clone(),

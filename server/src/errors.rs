@@ -24,6 +24,8 @@ pub enum Kind {
     Unavailable,
     /// A bug or a damaged file: 500 / INTERNAL.
     Internal,
+    /// The request conflicts with how things are set up (a rule from the config file): 409 / FAILED_PRECONDITION.
+    Conflict,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Unsupported => "unsupported",
             Kind::Unavailable => "unavailable",
             Kind::Internal => "internal",
+            Kind::Conflict => "conflict",
         }
     }
 
@@ -53,6 +56,7 @@ impl Kind {
             Kind::Unsupported => S::NOT_IMPLEMENTED,
             Kind::Unavailable => S::SERVICE_UNAVAILABLE,
             Kind::Internal => S::INTERNAL_SERVER_ERROR,
+            Kind::Conflict => S::CONFLICT,
         }
     }
 
@@ -68,6 +72,7 @@ impl Kind {
             Kind::Unsupported => C::Unimplemented,
             Kind::Unavailable => C::Unavailable,
             Kind::Internal => C::Internal,
+            Kind::Conflict => C::FailedPrecondition,
         }
     }
 }

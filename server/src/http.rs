@@ -42,6 +42,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/admin/deletes", get(crate::admin::deletes))
         .route("/api/v3/alerts", get(crate::alerts::instances))
         .route("/api/v3/alerts/rules", get(crate::alerts::rules))
+        .route(
+            "/api/v3/alerts/rules/{name}",
+            get(crate::alerts::rule_get).put(crate::alerts::rule_put).delete(crate::alerts::rule_delete),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))

@@ -77,6 +77,7 @@ fn influx_code(kind: Kind) -> &'static str {
         Kind::TooLarge => "request too large",
         Kind::Unavailable => "unavailable",
         Kind::Unsupported | Kind::Internal => "internal error",
+        Kind::Conflict => "conflict",
     }
 }
 

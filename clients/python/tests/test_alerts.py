@@ -689,3 +689,59 @@ def test_an_evaluation_delay_keeps_late_rows_from_resolving_and_refiring(start_s
     statuses = [p.alert["status"] for p in hook.snapshot()]
     assert statuses == ["firing"], f"late rows made the alert flap: {statuses}"
     assert in_state(s, "late-hot", "firing") == {"l1"}
+
+
+def test_rules_over_http_are_checked_persisted_and_changeable(start_server):
+    from conftest import ADMIN, FLEET_RW, LAB_RO, token_config
+    s = start_server(token_config() + rule_toml("from-config"))
+    auth = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
+    url = f"{s.http}/api/v3/alerts/rules"
+    rule = {"database": "fleet", "table": "readings", "kind": "threshold", "field": "temp", "op": ">", "value": 40.0}
+    r = requests.put(f"{url}/api-hot", json=rule, headers=auth(FLEET_RW), timeout=10)
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "api-hot" and r.json()["source"] == "api"
+    # Refusals: a bad rule names what is wrong; a config rule cannot change here; rights are checked.
+    r = requests.put(f"{url}/bad", json={**rule, "op": "=>"}, headers=auth(FLEET_RW), timeout=10)
+    assert r.status_code == 400 and "unknown op" in r.text and "bad" in r.text, r.text
+    r = requests.put(f"{url}/bad", json={**rule, "sinks": ["nowhere"]}, headers=auth(FLEET_RW), timeout=10)
+    assert r.status_code == 400 and "nowhere" in r.text, r.text
+    r = requests.put(f"{url}/from-config", json=rule, headers=auth(ADMIN), timeout=10)
+    assert r.status_code == 409 and "config file" in r.text, r.text
+    r = requests.put(f"{url}/lab-rule", json=rule, headers=auth(LAB_RO), timeout=10)
+    assert r.status_code == 403, r.text
+    listed = requests.get(url, headers=auth(FLEET_RW), timeout=10).json()["rules"]
+    assert [(x["name"], x["source"]) for x in listed] == [("from-config", "config"), ("api-hot", "api")]
+    assert requests.get(url, headers=auth(LAB_RO), timeout=10).json()["rules"] == [], "lab-ro reads no fleet rule"
+
+    r = requests.post(f"{s.http}/write?db=fleet&precision=ns", data=f"readings,device_id=h1 temp=45 {time.time_ns()}",
+                      headers=auth(FLEET_RW), timeout=10)
+    assert r.status_code == 204, r.text
+    wait_until(lambda: in_state_auth(s, "api-hot", "firing", ADMIN) == {"h1"}, 5, what="api-hot firing")
+
+    # Survives a crash, firing.
+    s.kill()
+    s = start_server(token_config() + rule_toml("from-config"), data_dir=s.data_dir)
+    url = f"{s.http}/api/v3/alerts/rules"
+    assert requests.get(f"{url}/api-hot", headers=auth(FLEET_RW), timeout=10).json()["value"] == 40.0
+    assert in_state_auth(s, "api-hot", "firing", ADMIN) == {"h1"}
+
+    # A changed rule starts over: its firing alert resolves; deleting removes it.
+    r = requests.put(f"{url}/api-hot", json={**rule, "value": 50.0}, headers=auth(FLEET_RW), timeout=10)
+    assert r.status_code == 200, r.text
+    states = lambda: [r["state"] for r in rows(s, "SELECT state FROM alert_history WHERE rule = 'api-hot' ORDER BY time",  # noqa: E731
+                                               "_telemark", ADMIN)]
+    wait_until(lambda: states() == ["firing", "resolved"], 5, what="api-hot resolved in the history")
+    assert in_state_auth(s, "api-hot", "firing", ADMIN) == set()
+    assert requests.delete(f"{url}/api-hot", headers=auth(FLEET_RW), timeout=10).status_code == 204
+    assert requests.get(f"{url}/api-hot", headers=auth(FLEET_RW), timeout=10).status_code == 404
+    assert requests.delete(f"{url}/api-hot", headers=auth(FLEET_RW), timeout=10).status_code == 404
+    s.stop()
+    s = start_server(token_config() + rule_toml("from-config"), data_dir=s.data_dir)
+    names = [x["name"] for x in requests.get(f"{s.http}/api/v3/alerts/rules", headers=auth(ADMIN), timeout=10).json()["rules"]]
+    assert names == ["from-config"], names
+
+
+def in_state_auth(server, rule, state, token):
+    r = requests.get(f"{server.http}/api/v3/alerts", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return {a["device"] for a in r.json()["alerts"] if a["rule"] == rule and a["state"] == state}

@@ -177,6 +177,9 @@ impl DetectorState {
     }
 }
 
+/// A rule with everything the evaluator remembers for it.
+type RuleMemory = (Rule, HashMap<String, Instance>, HashMap<String, Seen>, HashMap<String, DetectorState>);
+
 /// All rules' instances.
 #[derive(Debug, Default)]
 pub struct Evaluator {
@@ -423,10 +426,54 @@ impl Evaluator {
         }
     }
 
-    /// Applies the result of a `sql` rule's evaluation: each row is an
+    /// Replaces the rules. A rule whose configuration did not change keeps
+    /// its instances and memory; the firing instances of a rule removed or
+    /// changed are resolved (notified), its pending ones dropped.
+    pub fn set_rules(&mut self, rules: Vec<Rule>, now_ms: i64, out: &mut Vec<Change>) {
+        let mut old: HashMap<String, RuleMemory> = HashMap::new();
+        let taken = std::mem::take(&mut self.rules).into_iter().zip(
+            std::mem::take(&mut self.instances)
+                .into_iter()
+                .zip(std::mem::take(&mut self.seen))
+                .zip(std::mem::take(&mut self.detectors)),
+        );
+        for (rule, ((instances, seen), detectors)) in taken {
+            old.insert(rule.config.name.clone(), (rule, instances, seen, detectors));
+        }
+        for rule in rules {
+            let unchanged = old.get(&rule.config.name).is_some_and(|(o, ..)| o.config == rule.config);
+            let kept = if unchanged { old.remove(&rule.config.name) } else { None };
+            let (instances, seen, detectors) = kept.map(|(_, i, s, d)| (i, s, d)).unwrap_or_default();
+            self.rules.push(rule);
+            self.instances.push(instances);
+            self.seen.push(seen);
+            self.detectors.push(detectors);
+        }
+        for (_, (_, instances, _, _)) in old {
+            for mut inst in instances.into_values() {
+                match inst.state {
+                    State::Firing => {
+                        inst.state = State::Resolved;
+                        inst.condition = false;
+                        inst.resolved_at = Some(now_ms);
+                        out.push(Change { instance: inst, notify: true });
+                    }
+                    State::Pending => {
+                        inst.state = State::Inactive;
+                        inst.condition = false;
+                        out.push(Change { instance: inst, notify: false });
+                    }
+                    State::Inactive | State::Resolved => {}
+                }
+            }
+        }
+    }
+
+    /// Applies the result of `sql` rule `name`'s evaluation: each row is an
     /// instance whose condition holds; the rule's instances not in it clear.
-    pub fn sql_result(&mut self, r: usize, result: Vec<SqlRow>, now_ms: i64, out: &mut Vec<Change>) {
-        let Some(rule) = self.rules.get(r) else { return };
+    pub fn sql_result(&mut self, name: &str, result: Vec<SqlRow>, now_ms: i64, out: &mut Vec<Change>) {
+        let Some(r) = self.rules.iter().position(|x| x.config.name == name) else { return };
+        let rule = &self.rules[r];
         let mut present = std::collections::HashSet::new();
         for row in result {
             let device =

@@ -30,7 +30,7 @@ pub mod rule;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -147,7 +147,9 @@ enum Event {
 struct Shared {
     eval: Mutex<Evaluator>,
     /// (database, table) pairs some rule watches: writes to others skip the lock.
-    watched: HashSet<(String, String)>,
+    watched: RwLock<HashSet<(String, String)>>,
+    /// The rules by name (for notifications' sinks and annotations).
+    rules: RwLock<HashMap<String, Rule>>,
     events: Mutex<mpsc::Sender<Event>>,
     stats: Arc<AlertStats>,
 }
@@ -186,7 +188,8 @@ impl std::fmt::Debug for Shared {
 
 impl WriteObserver for Observer {
     fn committed(&self, rows: &CommittedRows<'_>) {
-        if !self.0.watched.contains(&(rows.database().to_string(), rows.table().to_string())) {
+        let key = (rows.database().to_string(), rows.table().to_string());
+        if !self.0.watched.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&key) {
             return;
         }
         let now = now_ms();
@@ -197,16 +200,88 @@ impl WriteObserver for Observer {
 /// The running alert evaluator.
 pub struct Alerts {
     shared: Arc<Shared>,
-    rules: Vec<RuleConfig>,
+    /// Rules from the config file (not changeable over HTTP).
+    config_rules: Vec<RuleConfig>,
+    /// Rules set over HTTP, saved in `rules_path`; its lock serializes changes.
+    api_rules: Mutex<Vec<RuleConfig>>,
+    rules_path: PathBuf,
+    /// Sink names rules may use.
+    sinks: HashSet<String>,
     mqtt_topic: String,
+    sql: Option<Arc<dyn SqlRunner>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// One task per `sql` rule.
-    sql_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// One task per `sql` rule, with the configuration it runs.
+    sql_tasks: Mutex<HashMap<String, (RuleConfig, tokio::task::JoinHandle<()>)>>,
+}
+
+/// Where a rule comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSource {
+    /// `[[alert.rule]]` in the config file.
+    Config,
+    /// `PUT /api/v3/alerts/rules/NAME` (kept in the data directory).
+    Api,
+}
+
+/// Why a rule change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleError {
+    /// The rule is not valid (the message says why).
+    Invalid(String),
+    /// No rule has this name.
+    NotFound(String),
+    /// The rule is defined in the config file.
+    FromConfig(String),
+    /// Saving the rules failed.
+    Storage(String),
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleError::Invalid(m) | RuleError::Storage(m) => f.write_str(m),
+            RuleError::NotFound(n) => write!(f, "no alert rule named {n:?}"),
+            RuleError::FromConfig(n) => {
+                write!(f, "alert rule {n:?} is defined in the config file; change it there")
+            }
+        }
+    }
+}
+
+/// The rules set over HTTP, as saved.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct SavedRules {
+    rules: Vec<RuleConfig>,
+}
+
+/// Checks every rule and the sinks they name; compiled, in order.
+fn compile_all(configs: &[RuleConfig], sinks: &HashSet<String>) -> Result<Vec<Rule>, String> {
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+    for c in configs {
+        let r = Rule::compile(c)?;
+        if !names.insert(c.name.clone()) {
+            return Err(format!("alert rule {:?} is defined twice", c.name));
+        }
+        for sink in &c.sinks {
+            if !sinks.contains(sink) {
+                let mut known: Vec<&String> = sinks.iter().collect();
+                known.sort();
+                return Err(format!(
+                    "alert rule {:?}: unknown sink {sink:?} (known: {known:?}; \"mqtt\" needs the MQTT listener)",
+                    c.name
+                ));
+            }
+        }
+        rules.push(r);
+    }
+    Ok(rules)
 }
 
 impl std::fmt::Debug for Alerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Alerts").field("rules", &self.rules.len()).finish_non_exhaustive()
+        f.debug_struct("Alerts").field("config_rules", &self.config_rules.len()).finish_non_exhaustive()
     }
 }
 
@@ -215,7 +290,7 @@ struct Worker {
     db: Arc<Database>,
     journal: Journal,
     next_seq: u64,
-    rules: HashMap<String, Rule>,
+    shared: Arc<Shared>,
     options: AlertOptions,
     publisher: Option<Arc<dyn Publisher>>,
     webhooks: HashMap<String, tokio::sync::mpsc::UnboundedSender<Outgoing>>,
@@ -239,15 +314,6 @@ impl Alerts {
         publisher: Option<Arc<dyn Publisher>>,
         sql: Option<Arc<dyn SqlRunner>>,
     ) -> Result<Arc<Alerts>, String> {
-        let mut rules = Vec::new();
-        let mut names = HashSet::new();
-        for c in &options.rules {
-            let r = Rule::compile(c)?;
-            if !names.insert(c.name.clone()) {
-                return Err(format!("alert rule {:?} is defined twice", c.name));
-            }
-            rules.push(r);
-        }
         let mut sink_names: HashSet<String> = options.webhooks.iter().map(|w| w.name.clone()).collect();
         if sink_names.len() != options.webhooks.len() || sink_names.contains(MQTT_SINK) {
             return Err("alert webhooks need distinct names, none of them \"mqtt\"".into());
@@ -261,16 +327,27 @@ impl Alerts {
         if publisher.is_some() {
             sink_names.insert(MQTT_SINK.into());
         }
-        for r in &rules {
-            for s in &r.config.sinks {
-                if !sink_names.contains(s) {
-                    return Err(format!(
-                        "alert rule {:?}: unknown sink {s:?} (known: {:?}; \"mqtt\" needs the MQTT listener)",
-                        r.config.name, sink_names
-                    ));
-                }
+        compile_all(&options.rules, &sink_names)?;
+        // Rules set over HTTP before; a config rule of the same name wins.
+        let rules_path = dir.join("rules.json");
+        let mut api_rules: Vec<RuleConfig> = match std::fs::read(&rules_path) {
+            Ok(data) => {
+                serde_json::from_slice::<SavedRules>(&data)
+                    .map_err(|e| format!("{}: {e} (fix or remove the file)", rules_path.display()))?
+                    .rules
             }
-        }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", rules_path.display())),
+        };
+        api_rules.retain(|r| {
+            let shadowed = options.rules.iter().any(|c| c.name == r.name);
+            if shadowed {
+                tracing::warn!(rule = %r.name, "an alert rule set over HTTP has the name of a config rule; the config rule wins");
+            }
+            !shadowed
+        });
+        let all: Vec<RuleConfig> = options.rules.iter().chain(&api_rules).cloned().collect();
+        let rules = compile_all(&all, &sink_names).map_err(|e| format!("{}: {e}", rules_path.display()))?;
         let forget = now_ms() - i64::try_from(options.forget_resolved_after.as_millis()).unwrap_or(i64::MAX);
         let (journal, recovered) = Journal::open(dir, forget)?;
         if recovered.torn_bytes > 0 {
@@ -315,7 +392,8 @@ impl Alerts {
         let stats = Arc::new(AlertStats::default());
         let shared = Arc::new(Shared {
             eval: Mutex::new(evaluator),
-            watched,
+            watched: RwLock::new(watched),
+            rules: RwLock::new(rules.iter().map(|r| (r.config.name.clone(), r.clone())).collect()),
             events: Mutex::new(tx.clone()),
             stats: stats.clone(),
         });
@@ -341,7 +419,7 @@ impl Alerts {
             db: db.clone(),
             journal,
             next_seq: recovered.next_seq,
-            rules: rules.iter().map(|r| (r.config.name.clone(), r.clone())).collect(),
+            shared: shared.clone(),
             options: options.clone(),
             publisher,
             webhooks,
@@ -367,24 +445,21 @@ impl Alerts {
                 .spawn(move || worker.run(&shared, &rx))
                 .map_err(|e| format!("cannot start the alert thread: {e}"))?
         };
-        let mut sql_tasks = Vec::new();
-        for (r, rule) in rules.iter().enumerate() {
-            let rule::Check::Sql { query, every, delay } = &rule.check else { continue };
-            let runner = sql.clone().ok_or_else(|| {
-                format!("alert rule {:?}: kind sql needs the query engine (not available here)", rule.config.name)
-            })?;
-            let task = sql_rule(shared.clone(), runner, r, rule.config.clone(), query.clone(), *every, *delay);
-            sql_tasks.push(tokio::spawn(task));
-        }
         db.add_write_observer(Arc::new(Observer(shared.clone())));
         tracing::info!(rules = rules.len(), webhooks = options.webhooks.len(), "alerting started");
-        Ok(Arc::new(Alerts {
+        let alerts = Arc::new(Alerts {
             shared,
-            rules: options.rules,
+            config_rules: options.rules,
+            api_rules: Mutex::new(api_rules),
+            rules_path,
+            sinks: sink_names,
             mqtt_topic: options.mqtt_topic,
+            sql,
             worker: Mutex::new(Some(handle)),
-            sql_tasks,
-        }))
+            sql_tasks: Mutex::new(HashMap::new()),
+        });
+        alerts.sync_sql_tasks(&rules)?;
+        Ok(alerts)
     }
 
     /// A device's MQTT client connected or pinged (a sign of life for offline rules).
@@ -418,9 +493,106 @@ impl Alerts {
         v
     }
 
-    /// The rules, as configured.
-    pub fn rules(&self) -> &[RuleConfig] {
-        &self.rules
+    /// Every rule (config file first, then those set over HTTP), with where it comes from.
+    pub fn rules(&self) -> Vec<(RuleConfig, RuleSource)> {
+        let api = lock(&self.api_rules);
+        let config = self.config_rules.iter().map(|r| (r.clone(), RuleSource::Config));
+        config.chain(api.iter().map(|r| (r.clone(), RuleSource::Api))).collect()
+    }
+
+    /// Creates or replaces a rule (not one from the config file), saved so
+    /// it survives restarts. Returns whether it was new. An unchanged rule
+    /// keeps its alerts; a changed one starts over (its firing alerts resolve).
+    pub fn put_rule(&self, config: RuleConfig) -> Result<bool, RuleError> {
+        if self.config_rules.iter().any(|r| r.name == config.name) {
+            return Err(RuleError::FromConfig(config.name));
+        }
+        let mut api = lock(&self.api_rules);
+        let mut next = api.clone();
+        let created = match next.iter_mut().find(|r| r.name == config.name) {
+            Some(r) => {
+                *r = config;
+                false
+            }
+            None => {
+                next.push(config);
+                true
+            }
+        };
+        self.apply(&next).map_err(RuleError::Invalid)?;
+        self.save(&next)?;
+        *api = next;
+        Ok(created)
+    }
+
+    /// Deletes a rule set over HTTP; its firing alerts resolve.
+    pub fn delete_rule(&self, name: &str) -> Result<(), RuleError> {
+        if self.config_rules.iter().any(|r| r.name == name) {
+            return Err(RuleError::FromConfig(name.to_string()));
+        }
+        let mut api = lock(&self.api_rules);
+        let next: Vec<RuleConfig> = api.iter().filter(|r| r.name != name).cloned().collect();
+        if next.len() == api.len() {
+            return Err(RuleError::NotFound(name.to_string()));
+        }
+        self.apply(&next).map_err(RuleError::Invalid)?;
+        self.save(&next)?;
+        *api = next;
+        Ok(())
+    }
+
+    fn save(&self, api: &[RuleConfig]) -> Result<(), RuleError> {
+        let data = serde_json::to_vec_pretty(&SavedRules { rules: api.to_vec() })
+            .map_err(|e| RuleError::Storage(e.to_string()))?;
+        telemark_engine::fs::write_file_atomic(&self.rules_path, &data)
+            .map_err(|e| RuleError::Storage(format!("saving the alert rules: {e}")))
+    }
+
+    /// Runs the config rules and `api`: checked first, then swapped in.
+    fn apply(&self, api: &[RuleConfig]) -> Result<(), String> {
+        let all: Vec<RuleConfig> = self.config_rules.iter().chain(api).cloned().collect();
+        let rules = compile_all(&all, &self.sinks)?;
+        if self.sql.is_none()
+            && let Some(r) = rules.iter().find(|r| matches!(r.check, rule::Check::Sql { .. }))
+        {
+            return Err(format!(
+                "alert rule {:?}: kind sql needs the query engine (not available here)",
+                r.config.name
+            ));
+        }
+        let now = now_ms();
+        self.shared.evaluate(|e, out| {
+            e.set_rules(rules.clone(), now, out);
+            let watched = rules.iter().map(|r| (r.config.database.clone(), r.config.table.clone())).collect();
+            *self.shared.watched.write().unwrap_or_else(std::sync::PoisonError::into_inner) = watched;
+            *self.shared.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                rules.iter().map(|r| (r.config.name.clone(), r.clone())).collect();
+        });
+        self.sync_sql_tasks(&rules)
+    }
+
+    /// One task per `sql` rule: new rules start one, changed or removed rules' tasks stop.
+    fn sync_sql_tasks(&self, rules: &[Rule]) -> Result<(), String> {
+        let mut tasks = lock(&self.sql_tasks);
+        tasks.retain(|name, (config, task)| {
+            let keep = rules.iter().any(|r| r.config.name == *name && r.config == *config);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for rule in rules {
+            let rule::Check::Sql { query, every, delay } = &rule.check else { continue };
+            if tasks.contains_key(&rule.config.name) {
+                continue;
+            }
+            let runner = self.sql.clone().ok_or_else(|| {
+                format!("alert rule {:?}: kind sql needs the query engine (not available here)", rule.config.name)
+            })?;
+            let task = sql_rule(self.shared.clone(), runner, rule.config.clone(), query.clone(), *every, *delay);
+            tasks.insert(rule.config.name.clone(), (rule.config.clone(), tokio::spawn(task)));
+        }
+        Ok(())
     }
 
     /// Counters.
@@ -512,7 +684,7 @@ impl Alerts {
     /// Stops the worker after it has written what it holds (webhook tasks
     /// end with the runtime; what they have not delivered stays in the journal).
     pub fn stop(&self) {
-        self.sql_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        lock(&self.sql_tasks).values().for_each(|(_, t)| t.abort());
         let _ = lock(&self.shared.events).send(Event::Stop);
         if let Some(h) = lock(&self.worker).take() {
             let _ = h.join();
@@ -528,7 +700,7 @@ impl crate::mqtt::presence::ClientHooks for Alerts {
     /// A filter that can match a rule's notification topics needs read
     /// access to the rule's database.
     fn may_subscribe(&self, grant: &crate::mqtt::Grant, filter: &str) -> Result<(), String> {
-        for r in &self.rules {
+        for (r, _) in self.rules() {
             let sample = self.mqtt_topic.replace("{rule}", &r.name).replace("{device}", "x");
             if crate::topic::filter_matches(filter, &sample) && !grant.may_read(&r.database) {
                 return Err(format!(
@@ -548,7 +720,6 @@ impl crate::mqtt::presence::ClientHooks for Alerts {
 async fn sql_rule(
     shared: Arc<Shared>,
     runner: Arc<dyn SqlRunner>,
-    r: usize,
     config: RuleConfig,
     query: String,
     every: Duration,
@@ -565,7 +736,7 @@ async fn sql_rule(
             Ok(rows) => {
                 stats.sql_evaluations.fetch_add(1, Ordering::Relaxed);
                 let now = now_ms();
-                shared.evaluate(|e, out| e.sql_result(r, rows, now, out));
+                shared.evaluate(|e, out| e.sql_result(&config.name, rows, now, out));
             }
             Err(e) => {
                 stats.sql_errors.fetch_add(1, Ordering::Relaxed);
@@ -721,7 +892,8 @@ impl Worker {
     }
 
     fn sinks_of(&self, rule: &str) -> Vec<String> {
-        let Some(r) = self.rules.get(rule) else { return Vec::new() };
+        let rules = self.shared.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(r) = rules.get(rule) else { return Vec::new() };
         if r.config.sinks.is_empty() {
             let mut all: Vec<String> = self.webhooks.keys().cloned().collect();
             all.sort();
@@ -735,7 +907,8 @@ impl Worker {
     }
 
     fn outgoing(&self, seq: u64, inst: &Instance) -> Outgoing {
-        let annotations = self.rules.get(&inst.rule).map(|r| render_annotations(r, inst)).unwrap_or_default();
+        let rules = self.shared.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let annotations = rules.get(&inst.rule).map(|r| render_annotations(r, inst)).unwrap_or_default();
         Outgoing { seq, instance: inst.clone(), annotations }
     }
 
