@@ -276,11 +276,13 @@ impl Evaluator {
                 .collect();
             fresh.insert(c.device_tag.as_str(), flags);
         }
+        let start = self.first_rows(rows, now_ns);
         for r in 0..self.rules.len() {
             let rule = &self.rules[r];
             if rule.config.database != rows.database() || rule.config.table != rows.table() {
                 continue;
             }
+            let Some(first_row) = start[r] else { continue };
             let tag_columns: Vec<(usize, &str)> = rows.tag_columns().collect();
             let field_col = match &rule.check {
                 Check::Threshold { field, .. } | Check::Anomaly { field, .. } if !field.is_empty() => {
@@ -291,7 +293,7 @@ impl Evaluator {
                 }
                 _ => None,
             };
-            for row in 0..rows.len() {
+            for row in first_row..rows.len() {
                 let time = rows.time(row);
                 if time < now_ns.saturating_sub(self.backfill_cutoff_ns) {
                     continue;
@@ -375,6 +377,58 @@ impl Evaluator {
                 }
             }
         }
+    }
+
+    /// The row each rule's evaluation starts at (`None`: nothing to do).
+    ///
+    /// A threshold rule without instances only needs the rows from its
+    /// first match on (a row that does not match touches nothing). Such
+    /// rules are indexed by field and comparison, sorted by threshold, so
+    /// a row finds the rules it matches by a binary search: thousands of
+    /// idle rules cost a few comparisons a row, not one each.
+    fn first_rows(&self, rows: &CommittedRows<'_>, now_ns: i64) -> Vec<Option<usize>> {
+        use super::rule::Op;
+        let mut start = vec![Some(0); self.rules.len()];
+        // (field column, op) -> [(threshold, rule)], sorted by threshold.
+        let mut index: HashMap<(usize, Op), Vec<(f64, usize)>> = HashMap::new();
+        for (r, rule) in self.rules.iter().enumerate() {
+            if let Check::Threshold { field, op, value, .. } = &rule.check
+                && self.instances[r].is_empty()
+                && !matches!(op, Op::Eq | Op::Ne)
+            {
+                start[r] = None;
+                if let Some(c) = rows.column(field) {
+                    index.entry((c, *op)).or_default().push((*value, r));
+                }
+            }
+        }
+        if index.is_empty() {
+            return start;
+        }
+        let cutoff = now_ns.saturating_sub(self.backfill_cutoff_ns);
+        for list in index.values_mut() {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        for row in 0..rows.len() {
+            if rows.time(row) < cutoff {
+                continue;
+            }
+            for ((column, op), list) in &index {
+                let Some(v) = rows.field_at(*column, row).and_then(|f| f.as_f64()) else { continue };
+                // The rules whose threshold the value passes: a prefix (>, >=) or a suffix (<, <=).
+                let matched = match op {
+                    Op::Gt => &list[..list.partition_point(|(t, _)| *t < v)],
+                    Op::Ge => &list[..list.partition_point(|(t, _)| *t <= v)],
+                    Op::Lt => &list[list.partition_point(|(t, _)| *t <= v)..],
+                    Op::Le => &list[list.partition_point(|(t, _)| *t < v)..],
+                    Op::Eq | Op::Ne => &[],
+                };
+                for &(_, r) in matched {
+                    start[r].get_or_insert(row);
+                }
+            }
+        }
+        start
     }
 
     /// A device's MQTT client connected or pinged: a sign of life for the
@@ -722,6 +776,61 @@ mod tests {
         let mut d = DetectorState::default();
         assert!(d.observe(detector, 10, 1.0).is_some());
         assert!(d.observe(detector, 5, 1.0).is_none());
+    }
+
+    /// Feeds committed rows of a real database to an evaluator.
+    #[derive(Debug)]
+    struct Feed(std::sync::Mutex<(Evaluator, Vec<Change>)>);
+
+    impl telemark_engine::observe::WriteObserver for Feed {
+        fn committed(&self, rows: &CommittedRows<'_>) {
+            let mut g = self.0.lock().unwrap();
+            let (e, out) = &mut *g;
+            e.rows(rows, chrono::Utc::now().timestamp_millis(), out);
+        }
+    }
+
+    #[test]
+    fn indexed_idle_rules_fire_exactly_the_matching_ones() {
+        // 200 rules `x > i` and 200 rules `x <= i` for i in 0..200; rows of several devices.
+        let mut rules = Vec::new();
+        for i in 0..200 {
+            for (op, name) in [(">", "gt"), ("<=", "le")] {
+                rules.push(rule(RuleKind::Threshold, serde_json::json!({"field": "x", "op": op, "value": i})));
+                let last = rules.last_mut().unwrap();
+                last.config.name = format!("{name}{i}");
+            }
+        }
+        let feed = std::sync::Arc::new(Feed(std::sync::Mutex::new((Evaluator::new(rules, i64::MAX), Vec::new()))));
+        let dir = tempfile::tempdir().unwrap();
+        let db = telemark_engine::Database::open(dir.path(), telemark_engine::Options::default()).unwrap();
+        db.add_write_observer(feed.clone());
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+        let values = [("a", 50.5), ("b", -3.0), ("c", 199.0), ("a", 10.0)];
+        let mut batch = telemark_engine::WriteBatch::new("t");
+        for (k, (device, v)) in values.iter().enumerate() {
+            batch.row(now + k as i64).tag("device_id", *device).field("x", *v);
+        }
+        assert_eq!(db.write("db", &batch).unwrap().rows_written, 4);
+        let g = feed.0.lock().unwrap();
+        let firing: std::collections::BTreeSet<(String, String)> =
+            g.0.active().filter(|i| i.state == State::Firing).map(|i| (i.rule.clone(), i.device.clone())).collect();
+        // The naive answer: the last row of each device decides (one point alarms and clears).
+        let mut expected = std::collections::BTreeSet::new();
+        for (device, v) in [("a", 10.0), ("b", -3.0), ("c", 199.0)] {
+            for i in 0..200 {
+                if v > f64::from(i) {
+                    expected.insert((format!("gt{i}"), device.to_string()));
+                }
+                if v <= f64::from(i) {
+                    expected.insert((format!("le{i}"), device.to_string()));
+                }
+            }
+        }
+        assert_eq!(firing, expected);
+        // `a` fired gt0..=gt50 at 50.5; at 10.0 gt10..=gt50 resolved (and le10..=le50 fired).
+        let resolved = g.0.active().filter(|i| i.state == State::Resolved && i.device == "a").count();
+        assert_eq!(resolved, 41);
     }
 
     #[test]
