@@ -277,12 +277,12 @@ impl Evaluator {
             fresh.insert(c.device_tag.as_str(), flags);
         }
         let start = self.first_rows(rows, now_ns);
-        for r in 0..self.rules.len() {
+        for (r, first_row) in start.into_iter().enumerate() {
             let rule = &self.rules[r];
             if rule.config.database != rows.database() || rule.config.table != rows.table() {
                 continue;
             }
-            let Some(first_row) = start[r] else { continue };
+            let Some(first_row) = first_row else { continue };
             let tag_columns: Vec<(usize, &str)> = rows.tag_columns().collect();
             let field_col = match &rule.check {
                 Check::Threshold { field, .. } | Check::Anomaly { field, .. } if !field.is_empty() => {
