@@ -3,6 +3,7 @@
 notification topics and presence topics need read access to their database."""
 
 import json
+import threading
 import time
 
 import requests
@@ -108,3 +109,124 @@ def test_alert_and_presence_topics_need_read_access(start_server):
         leaked = b""
     assert leaked == b"", f"a refused subscriber received {leaked!r}"
     raw.close()
+
+
+FLEET_OFFLINE = """
+[[mqtt.rule]]
+topic = "sensors/{device_id}/telemetry"
+database = "iot"
+table = "telemetry"
+
+[[alert.rule]]
+name = "offline"
+database = "iot"
+table = "telemetry"
+kind = "offline"
+after = "5s"
+"""
+
+
+class PahoFleet:
+    """Many paho clients driven by one thread through paho's external-loop API (loop_read,
+    loop_write, loop_misc): 2000 clients with a thread each cannot keep their keep-alive on 2 cores."""
+
+    def __init__(self, addr, keepalive):
+        import selectors
+        self.addr, self.keepalive = addr, keepalive
+        self.clients = {}
+        self.lock = threading.Lock()
+        self.selector = selectors.DefaultSelector()
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def connect(self, client_id):
+        import paho.mqtt.client as paho
+        import selectors
+        from paho.mqtt.enums import CallbackAPIVersion
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, reconnect_on_failure=False)
+        c.connect(self.addr[0], self.addr[1], keepalive=self.keepalive)
+        with self.lock:
+            old = self.clients.pop(client_id, None)
+            if old is not None:
+                self._forget(old)  # the old connection stays open, silent: this is a takeover
+            self.clients[client_id] = c
+            self.selector.register(c.socket(), selectors.EVENT_READ, c)
+
+    def _forget(self, c):
+        try:
+            self.selector.unregister(c.socket())
+        except (KeyError, ValueError, TypeError):
+            pass
+
+    def kill(self, client_id):
+        """Closes the socket: no DISCONNECT, no more pings."""
+        with self.lock:
+            c = self.clients.pop(client_id)
+            self._forget(c)
+            c.socket().close()
+
+    def publish(self, client_id, topic, payload):
+        with self.lock:
+            self.clients[client_id].publish(topic, payload, qos=0)
+
+    def _run(self):
+        while self.running:
+            with self.lock:
+                events = self.selector.select(timeout=0.05) if self.clients else []
+                for key, _ in events:
+                    key.data.loop_read()
+                for c in list(self.clients.values()):
+                    if c.want_write():
+                        c.loop_write()
+                    c.loop_misc()
+            time.sleep(0.01)
+
+    def close(self):
+        self.running = False
+        self.thread.join(timeout=5)
+        for c in self.clients.values():
+            try:
+                c.disconnect()
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+
+
+def test_killed_connections_go_offline_and_taken_over_ones_do_not(start_server):
+    """2000 paho devices send one reading, then only keep-alive pings (a sign of life); 100 sockets are
+    killed without DISCONNECT and 20 devices are taken over by a new connection: exactly the 100 go
+    offline, and they resolve when they come back."""
+    s = start_server(FLEET_OFFLINE)
+    fleet = PahoFleet(s.mqtt, keepalive=2)
+    try:
+        for i in range(2000):
+            fleet.connect(f"dev-{i}")
+        for i in range(2000):
+            fleet.publish(f"dev-{i}", f"sensors/dev-{i}/telemetry", json.dumps({"temp": 20.0}))
+        wait_until(lambda: rows(s, "SELECT count(DISTINCT device_id) AS n FROM telemetry", "iot") == [{"n": 2000}],
+                   timeout=60, what="one reading from each of the 2000 devices")
+
+        killed = set(range(0, 2000, 20))           # 100 devices
+        taken_over = set(range(7, 2000, 100))      # 20 devices
+        for i in killed:
+            fleet.kill(f"dev-{i}")
+        for i in taken_over:
+            fleet.connect(f"dev-{i}")
+
+        def offline():
+            r = requests.get(f"{s.http}/api/v3/alerts", timeout=10).json()["alerts"]
+            return {a["device"] for a in r if a["rule"] == "offline" and a["state"] == "firing"}
+
+        expected = {f"dev-{i}" for i in killed}
+        wait_until(lambda: offline() == expected, timeout=20, what="exactly the 100 killed devices offline")
+        time.sleep(3)  # more ticks: nobody else follows
+        assert offline() == expected
+        timeouts = [line for line in s.output()[1].splitlines() if "keep-alive" in line]
+        assert timeouts == [], f"live devices lost their connections to keep-alive timeouts: {timeouts[:3]}"
+
+        for i in killed:                           # back: a new connection and a reading
+            fleet.connect(f"dev-{i}")
+            fleet.publish(f"dev-{i}", f"sensors/dev-{i}/telemetry", json.dumps({"temp": 21.0}))
+        wait_until(lambda: offline() == set(), timeout=20, what="the 100 devices resolved")
+    finally:
+        fleet.close()
