@@ -144,10 +144,21 @@ enum Event {
     Stop,
 }
 
+/// Tables some rule watches, by database (looked up without allocating on every write).
+type Watched = HashMap<String, HashSet<String>>;
+
+fn watched_by(rules: &[Rule]) -> Watched {
+    let mut w = Watched::new();
+    for r in rules {
+        w.entry(r.config.database.clone()).or_default().insert(r.config.table.clone());
+    }
+    w
+}
+
 struct Shared {
     eval: Mutex<Evaluator>,
     /// (database, table) pairs some rule watches: writes to others skip the lock.
-    watched: RwLock<HashSet<(String, String)>>,
+    watched: RwLock<Watched>,
     /// The rules by name (for notifications' sinks and annotations).
     rules: RwLock<HashMap<String, Rule>>,
     events: Mutex<mpsc::Sender<Event>>,
@@ -188,8 +199,10 @@ impl std::fmt::Debug for Shared {
 
 impl WriteObserver for Observer {
     fn committed(&self, rows: &CommittedRows<'_>) {
-        let key = (rows.database().to_string(), rows.table().to_string());
-        if !self.0.watched.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&key) {
+        let watched = self.0.watched.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hit = watched.get(rows.database()).is_some_and(|tables| tables.contains(rows.table()));
+        drop(watched);
+        if !hit {
             return;
         }
         let now = now_ms();
@@ -387,7 +400,7 @@ impl Alerts {
                 s.at = s.at.max(started);
             }
         }
-        let watched = rules.iter().map(|r| (r.config.database.clone(), r.config.table.clone())).collect();
+        let watched = watched_by(&rules);
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(AlertStats::default());
         let shared = Arc::new(Shared {
@@ -563,7 +576,7 @@ impl Alerts {
         let now = now_ms();
         self.shared.evaluate(|e, out| {
             e.set_rules(rules.clone(), now, out);
-            let watched = rules.iter().map(|r| (r.config.database.clone(), r.config.table.clone())).collect();
+            let watched = watched_by(&rules);
             *self.shared.watched.write().unwrap_or_else(std::sync::PoisonError::into_inner) = watched;
             *self.shared.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 rules.iter().map(|r| (r.config.name.clone(), r.clone())).collect();
