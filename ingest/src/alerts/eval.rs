@@ -94,7 +94,9 @@ pub struct SqlRow {
 pub struct Seen {
     /// Wall clock, ms.
     pub at: i64,
-    pub labels: BTreeMap<String, String>,
+    /// The device's tags (an instance's labels add the rule's and `alertname`).
+    /// A short vector, not a map: an offline rule keeps one per device.
+    pub tags: Vec<(String, String)>,
 }
 
 /// Most points an anomaly detector keeps per device for a window.
@@ -312,8 +314,9 @@ impl Evaluator {
                         match self.seen[r].get_mut(device.as_ref()) {
                             Some(seen) => seen.at = seen.at.max(now_ms),
                             None => {
-                                let labels = Self::labels_of(rule, tags());
-                                self.seen[r].insert(device.to_string(), Seen { at: now_ms, labels });
+                                let mut tags: Vec<(String, String)> = tags().collect();
+                                tags.shrink_to_fit();
+                                self.seen[r].insert(device.to_string(), Seen { at: now_ms, tags });
                                 self.seen_grew = true;
                             }
                         }
@@ -461,9 +464,9 @@ impl Evaluator {
                     if silent < after_ms {
                         continue;
                     }
-                    let inst = self.instances[r]
-                        .entry(device.clone())
-                        .or_insert_with(|| new_instance(rule, device, seen.labels.clone()));
+                    let inst = self.instances[r].entry(device.clone()).or_insert_with(|| {
+                        new_instance(rule, device, Self::labels_of(rule, seen.tags.iter().cloned()))
+                    });
                     if !inst.condition {
                         inst.condition = true;
                         inst.value = silent as f64 / 1000.0;
@@ -570,7 +573,7 @@ impl Evaluator {
             if let Check::Offline { .. } = self.rules[r].check {
                 self.seen[r]
                     .entry(inst.device.clone())
-                    .or_insert_with(|| Seen { at: inst.active_at, labels: inst.labels.clone() });
+                    .or_insert_with(|| Seen { at: inst.active_at, tags: inst.labels.clone().into_iter().collect() });
             }
             self.instances[r].insert(inst.device.clone(), inst);
         }
