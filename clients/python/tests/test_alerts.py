@@ -479,20 +479,20 @@ def test_a_flapping_value_within_for_sends_nothing(start_server, hook):
 def test_offline_rule_fires_for_exactly_the_silent_devices_and_not_after_a_restart(start_server, hook):
     config = rule_toml("silent", kind="offline", extra='after = "3s"\nsinks = ["ops"]') + webhook_toml(hook)
     clock = Clock()
-    devices = [f"dev-{i:04d}" for i in range(2000)]
+    devices = [f"dev-{i:05d}" for i in range(10_000)]
     silent = set(devices[7::100])
     live = [d for d in devices if d not in silent]
-    assert len(silent) == 20
+    assert len(silent) == 100
 
     s = start_server(config)
     write(s, [f"readings,device_id={d} temp=20 {clock()}" for d in devices])
     beat = Heartbeat(s, live, clock)
     beat.start()
     try:
-        firing = wait_until(lambda: len(in_state(s, "silent", "firing")) >= 20 and in_state(s, "silent", "firing"),
-                            12, what="20 devices offline")
+        firing = wait_until(lambda: len(in_state(s, "silent", "firing")) >= 100 and in_state(s, "silent", "firing"),
+                            20, what="100 devices offline")
         assert firing == silent, sorted(firing ^ silent)
-        hook.wait_until(lambda ps: len([p for p in ps if p.accepted]) >= 20, 10, "20 firing notifications")
+        hook.wait_until(lambda ps: len([p for p in ps if p.accepted]) >= 100, 20, "100 firing notifications")
         time.sleep(1.5)
         assert in_state(s, "silent", "firing") == silent
         assert set(alerts(s, "silent")) == silent, "live devices have instances"
@@ -516,9 +516,9 @@ def test_offline_rule_fires_for_exactly_the_silent_devices_and_not_after_a_resta
             assert firing <= silent, f"live devices went offline after the restart: {sorted(firing - silent)[:10]}"
             time.sleep(0.2)
         write(s2, [f"readings,device_id={d} temp=21 {clock()}" for d in sorted(silent)])
-        wait_until(lambda: in_state(s2, "silent", "resolved") == silent, 10, what="the 20 to resolve")
-        hook.wait_until(lambda ps: len([p for p in ps if p.accepted and p.alert["status"] == "resolved"]) >= 20, 10,
-                        "20 resolved notifications")
+        wait_until(lambda: in_state(s2, "silent", "resolved") == silent, 20, what="the 100 to resolve")
+        hook.wait_until(lambda ps: len([p for p in ps if p.accepted and p.alert["status"] == "resolved"]) >= 100, 20,
+                        "100 resolved notifications")
         time.sleep(1.0)
         assert in_state(s2, "silent", "firing") == set()
     finally:
@@ -527,7 +527,7 @@ def test_offline_rule_fires_for_exactly_the_silent_devices_and_not_after_a_resta
     fired = [p.alert["labels"]["device_id"] for p in posts if p.alert["status"] == "firing"]
     resolved = [p.alert["labels"]["device_id"] for p in posts if p.alert["status"] == "resolved"]
     assert sorted(set(fired)) == sorted(silent), f"offline firing for {sorted(set(fired) - silent)[:10]}"
-    assert len({p.key for p in posts if p.alert["status"] == "firing"}) == 20, "a silent device fired twice"
+    assert len({p.key for p in posts if p.alert["status"] == "firing"}) == 100, "a silent device fired twice"
     assert sorted(resolved) == sorted(silent), resolved
     assert metric(s2, "telemark_alerts_firing") == 0
 
