@@ -1,7 +1,7 @@
 """Alerting seen from real clients: threshold and offline rules evaluated as rows are committed,
 notifications over MQTT (QoS 1, retained, read by mosquitto_sub and paho) and to a webhook receiver
 that is down, failing, rate limiting and hanging in turn, across SIGKILL and SIGTERM restarts;
-`for` (pending) surviving a crash, backfilled rows and a flapping value sending nothing, 2000
+`for` (pending) surviving a crash, backfilled rows and a flapping value sending nothing, 10 000
 devices of which exactly the silent ones go offline (and no mass offline after a restart), and the
 `alert_history` table."""
 
@@ -474,7 +474,7 @@ def test_a_flapping_value_within_for_sends_nothing(start_server, hook):
     assert history and {r["state"] for r in history} <= {"pending", "inactive"}, history
 
 
-# --- 7. offline, 2000 devices, restart ----------------------------------------------------------
+# --- 7. offline, 10 000 devices, restart ----------------------------------------------------------
 
 def test_offline_rule_fires_for_exactly_the_silent_devices_and_not_after_a_restart(start_server, hook):
     config = rule_toml("silent", kind="offline", extra='after = "3s"\nsinks = ["ops"]') + webhook_toml(hook)
