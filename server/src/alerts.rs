@@ -1,7 +1,8 @@
 //! HTTP endpoints of alerting:
 //!
-//! - `GET /api/v3/alerts`: the instances (pending, firing, recently
-//!   resolved) of the rules whose database the token reads;
+//! - `GET /api/v3/alerts[?state=firing&rule=NAME&device=ID]`: the instances
+//!   (pending, firing, recently resolved) of the rules whose database the
+//!   token reads;
 //! - `GET /api/v3/alerts/rules`: those rules, each with its `source`
 //!   (`config` or `api`); `GET /api/v3/alerts/rules/NAME`: one;
 //! - `PUT /api/v3/alerts/rules/NAME` with the rule as JSON (the fields of
@@ -56,10 +57,27 @@ fn rule_json(config: &RuleConfig, source: telemark_ingest::alerts::RuleSource) -
     v
 }
 
-/// `GET /api/v3/alerts`
-pub(crate) async fn instances(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// Filters of `GET /api/v3/alerts`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct InstanceFilter {
+    state: Option<String>,
+    rule: Option<String>,
+    device: Option<String>,
+}
+
+/// `GET /api/v3/alerts[?state=firing&rule=NAME&device=ID]`
+pub(crate) async fn instances(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(filter): axum::extract::Query<InstanceFilter>,
+) -> Response {
     let result = (|| {
         let p = principal(&state, &headers)?;
+        if let Some(s) = &filter.state
+            && !["pending", "firing", "resolved"].contains(&s.as_str())
+        {
+            return Err(ApiError::new(Kind::BadRequest, format!("state {s:?}: use pending, firing or resolved")));
+        }
         let a = alerts(&state)?;
         let databases: std::collections::HashMap<String, String> =
             a.rules().into_iter().map(|(r, _)| (r.name, r.database)).collect();
@@ -67,6 +85,9 @@ pub(crate) async fn instances(State(state): State<Arc<AppState>>, headers: Heade
             .instances()
             .into_iter()
             .filter(|i| databases.get(&i.rule).is_some_and(|db| p.require_read(db).is_ok()))
+            .filter(|i| filter.state.as_deref().is_none_or(|s| s == i.state))
+            .filter(|i| filter.rule.as_deref().is_none_or(|r| r == i.rule))
+            .filter(|i| filter.device.as_deref().is_none_or(|d| d == i.device))
             .collect();
         Ok(Json(serde_json::json!({ "alerts": visible })).into_response())
     })();

@@ -717,6 +717,13 @@ def test_rules_over_http_are_checked_persisted_and_changeable(start_server):
                       headers=auth(FLEET_RW), timeout=10)
     assert r.status_code == 204, r.text
     wait_until(lambda: in_state_auth(s, "api-hot", "firing", ADMIN) == {"h1"}, 5, what="api-hot firing")
+    r = requests.get(f"{s.http}/api/v3/alerts", params={"state": "firing", "rule": "api-hot"}, headers=auth(ADMIN),
+                     timeout=10)
+    assert [(x["rule"], x["device"]) for x in r.json()["alerts"]] == [("api-hot", "h1")], r.text
+    r = requests.get(f"{s.http}/api/v3/alerts", params={"state": "pending"}, headers=auth(ADMIN), timeout=10)
+    assert r.json()["alerts"] == [], r.text
+    r = requests.get(f"{s.http}/api/v3/alerts", params={"state": "burning"}, headers=auth(ADMIN), timeout=10)
+    assert r.status_code == 400 and "burning" in r.text, r.text
 
     # Survives a crash, firing.
     s.kill()

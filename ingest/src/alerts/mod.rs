@@ -313,6 +313,8 @@ struct Worker {
     unwritten: Vec<Record>,
     /// The sequence number of each instance's last notification.
     notified: HashMap<(String, String), u64>,
+    /// Deliveries made and not yet recorded.
+    acks: Vec<Record>,
 }
 
 impl Alerts {
@@ -440,6 +442,7 @@ impl Alerts {
             seen_path,
             unwritten: Vec::new(),
             notified: HashMap::new(),
+            acks: Vec::new(),
         };
         // The broker's retained state is gone after a restart: publish every instance's state again.
         for inst in lock(&shared.eval).active() {
@@ -451,6 +454,7 @@ impl Alerts {
             let n = worker.outgoing(seq, &inst);
             worker.dispatch(&n, &sinks);
         }
+        worker.record_acks();
         let handle = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -894,6 +898,7 @@ impl Worker {
                     self.dispatch(&n, sinks);
                 }
             }
+            self.record_acks();
             if save_seen || Instant::now() >= next_snapshot || stop {
                 next_snapshot = Instant::now() + Duration::from_secs(10);
                 self.save_seen(shared);
@@ -953,6 +958,12 @@ impl Worker {
                 acks.push(Record::Delivered { seq: n.seq, sink: s.clone(), dropped: true });
             }
         }
+        self.acks.extend(acks);
+    }
+
+    /// Records the deliveries `dispatch` made (one append for many notifications).
+    fn record_acks(&mut self) {
+        let acks = std::mem::take(&mut self.acks);
         if let Err(e) = self.journal.append(&acks) {
             tracing::warn!(error = %e, "recording MQTT deliveries failed; they may be repeated after a restart");
         }
