@@ -147,24 +147,27 @@ pub(crate) fn checksum_matches(stored: u32, actual: u32) -> bool {
     cfg!(fuzzing) || stored == actual
 }
 
-/// The 16-byte header every WAL and segment file starts with:
+/// The 16-byte header every WAL and segment file starts with (and files of
+/// code embedding the engine, such as the alert journal):
 /// magic (8) | version u16 | reserved u16 | crc32c of the 12 bytes before (u32).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FileHeader {
+pub struct FileHeader {
     /// The format's name in error messages ("WAL", "segment").
-    pub(crate) format: &'static str,
-    pub(crate) magic: [u8; 8],
+    pub format: &'static str,
+    /// The magic.
+    pub magic: [u8; 8],
     /// The version this build writes.
-    pub(crate) version: u16,
+    pub version: u16,
     /// The oldest version this build reads.
-    pub(crate) oldest: u16,
+    pub oldest: u16,
 }
 
 /// Bytes of a [`FileHeader`].
-pub(crate) const FILE_HEADER_LEN: usize = 16;
+pub const FILE_HEADER_LEN: usize = 16;
 
 impl FileHeader {
-    pub(crate) fn encode(&self) -> [u8; FILE_HEADER_LEN] {
+    /// The header bytes.
+    pub fn encode(&self) -> [u8; FILE_HEADER_LEN] {
         let mut h = [0u8; FILE_HEADER_LEN];
         h[..8].copy_from_slice(&self.magic);
         h[8..10].copy_from_slice(&self.version.to_le_bytes());
@@ -175,7 +178,7 @@ impl FileHeader {
 
     /// Checks magic, checksum, then version (in that order, so a damaged
     /// version byte reads as damage, not as a newer format).
-    pub(crate) fn check(&self, path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
+    pub fn check(&self, path: &std::path::Path, data: &[u8]) -> crate::Result<()> {
         if data.get(..8) != Some(&self.magic[..]) {
             return Err(crate::Error::corruption(path, 0, format!("bad magic: not a Telemark {} file", self.format)));
         }

@@ -83,6 +83,7 @@ pub mod tiering;
 mod wal;
 
 pub use batch::{FieldValue, RowError, RowWriter, WriteBatch, WriteOutcome};
+pub use bytes::{FILE_HEADER_LEN, FileHeader};
 pub use compaction::{CompactionReport, PartitionFiles};
 pub use db::{ColumnStorage, Database, DatabaseStats, OpenReport, VerifyReport};
 pub use delete::{DeleteOutcome, DeleteRequest, Tombstone};

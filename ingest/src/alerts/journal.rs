@@ -2,8 +2,9 @@
 //! fsynced before any notification leaves, so alert state and the
 //! notification outbox survive a crash.
 //!
-//! File `<dir>/journal`: an 8-byte header (magic `TMKALRT` and a version
-//! byte), then records, each `u32 length, u32 CRC32C, JSON`. A torn or
+//! File `<dir>/journal`: the engine's 16-byte file header (magic
+//! `TMKALRT\0`, version 1, header checksum), then records, each
+//! `u32 length, u32 CRC32C, JSON`. A torn or
 //! damaged tail (a crash mid-append) is cut at the last good record when
 //! the journal is opened. At open the journal is rewritten (to a temporary
 //! file, fsynced, renamed) holding only what is still needed: the current
@@ -18,10 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::eval::{Instance, State};
 
-/// Magic and version, in one place.
-const MAGIC: &[u8; 7] = b"TMKALRT";
-const VERSION: u8 = 1;
-const HEADER_LEN: usize = 8;
+/// Magic and version, in one place (the engine's 16-byte file header,
+/// with its own checksum).
+const HEADER: telemark_engine::FileHeader =
+    telemark_engine::FileHeader { format: "alert journal", magic: *b"TMKALRT\0", version: 1, oldest: 1 };
+const HEADER_LEN: usize = telemark_engine::FILE_HEADER_LEN;
 /// Largest record accepted when reading (a damaged length is not trusted).
 const MAX_RECORD: usize = 16 << 20;
 
@@ -105,8 +107,7 @@ impl Journal {
         // Rewrite: the outbox (in order), then the instances' current states
         // (a later record wins, and an owed notification may be older than
         // its instance's state).
-        let mut out = Vec::from(&MAGIC[..]);
-        out.push(VERSION);
+        let mut out = Vec::from(&HEADER.encode()[..]);
         frame(&Record::Next { seq: rec.next_seq }, &mut out);
         for (seq, at, inst, sinks) in &rec.outbox {
             frame(&Record::Change { seq: *seq, at: *at, instance: inst.clone(), sinks: sinks.clone() }, &mut out);
@@ -137,16 +138,7 @@ fn read_records(path: &Path, data: &[u8], rec: &mut Recovered) -> Result<(), Str
         rec.torn_bytes = data.len() as u64;
         return Ok(());
     }
-    if &data[..7] != MAGIC {
-        return Err(format!("{} is not an alert journal (bad magic)", path.display()));
-    }
-    if data[7] != VERSION {
-        return Err(format!(
-            "{}: alert journal version {} is not supported (this build reads {VERSION})",
-            path.display(),
-            data[7]
-        ));
-    }
+    HEADER.check(path, data).map_err(|e| e.to_string())?;
     let mut pos = HEADER_LEN;
     // seq -> index in rec.outbox
     let mut owed: BTreeMap<u64, usize> = BTreeMap::new();
@@ -274,14 +266,20 @@ mod tests {
     fn damage_is_never_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        std::fs::write(&path, b"NOTAJOURNAL").unwrap();
+        std::fs::write(&path, b"NOTAJOURNAL, BUT LONG ENOUGH").unwrap();
         assert!(Journal::open(dir.path(), 0).unwrap_err().contains("bad magic"));
-        let mut data = b"TMKALRT\x09".to_vec();
+        let newer = telemark_engine::FileHeader { version: 9, ..HEADER };
+        let mut data = newer.encode().to_vec();
         data.extend_from_slice(&[0; 20]);
         std::fs::write(&path, &data).unwrap();
-        assert!(Journal::open(dir.path(), 0).unwrap_err().contains("version 9"));
+        let e = Journal::open(dir.path(), 0).unwrap_err();
+        assert!(e.contains("version 9") && e.contains("upgrade"), "{e}");
+        let mut damaged = HEADER.encode().to_vec();
+        damaged[9] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(Journal::open(dir.path(), 0).unwrap_err().contains("checksum"));
         for cut in 0..40 {
-            let mut data = b"TMKALRT\x01".to_vec();
+            let mut data = HEADER.encode().to_vec();
             data.extend((0..cut).map(|i| (i * 37) as u8));
             std::fs::write(&path, &data).unwrap();
             Journal::open(dir.path(), 0).unwrap();
