@@ -134,6 +134,7 @@ class PahoFleet:
         import selectors
         self.addr, self.keepalive = addr, keepalive
         self.clients = {}
+        self.fds = {}  # client id -> the fd registered for it (paho may close and drop its socket)
         self.lock = threading.Lock()
         self.selector = selectors.DefaultSelector()
         self.running = True
@@ -147,23 +148,26 @@ class PahoFleet:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, reconnect_on_failure=False)
         c.connect(self.addr[0], self.addr[1], keepalive=self.keepalive)
         with self.lock:
-            old = self.clients.pop(client_id, None)
-            if old is not None:
-                self._forget(old)  # the old connection stays open, silent: this is a takeover
+            if self.clients.pop(client_id, None) is not None:
+                self._forget(client_id)  # the old connection stays open, silent: this is a takeover
             self.clients[client_id] = c
-            self.selector.register(c.socket(), selectors.EVENT_READ, c)
+            self.fds[client_id] = c.socket().fileno()
+            self.selector.register(self.fds[client_id], selectors.EVENT_READ, c)
 
-    def _forget(self, c):
-        try:
-            self.selector.unregister(c.socket())
-        except (KeyError, ValueError, TypeError):
-            pass
+    def _forget(self, client_id):
+        """Unregisters by the fd registered (the socket may be closed and gone by now)."""
+        fd = self.fds.pop(client_id, None)
+        if fd is not None:
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
 
     def kill(self, client_id):
         """Closes the socket: no DISCONNECT, no more pings."""
         with self.lock:
             c = self.clients.pop(client_id)
-            self._forget(c)
+            self._forget(client_id)
             c.socket().close()
 
     def publish(self, client_id, topic, payload):
@@ -176,7 +180,10 @@ class PahoFleet:
                 events = self.selector.select(timeout=0.05) if self.clients else []
                 for key, _ in events:
                     key.data.loop_read()
-                for c in list(self.clients.values()):
+                for client_id, c in list(self.clients.items()):
+                    if c.socket() is None:  # paho closed it (the server ended the connection)
+                        self._forget(client_id)
+                        continue
                     if c.want_write():
                         c.loop_write()
                     c.loop_misc()
