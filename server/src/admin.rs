@@ -33,7 +33,7 @@ pub(crate) struct DbParam {
     db: Option<String>,
 }
 
-fn principal(state: &AppState, headers: &HeaderMap) -> Result<crate::auth::Principal, ApiError> {
+pub(crate) fn principal(state: &AppState, headers: &HeaderMap) -> Result<crate::auth::Principal, ApiError> {
     Ok(state.auth.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?)
 }
 

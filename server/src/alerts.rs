@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use telemark_ingest::alerts::rule::RuleConfig;
 use telemark_ingest::alerts::{Alerts, RuleError};
@@ -25,9 +25,7 @@ use telemark_ingest::alerts::{Alerts, RuleError};
 use crate::errors::{ApiError, Kind};
 use crate::server::AppState;
 
-fn principal(state: &AppState, headers: &HeaderMap) -> Result<crate::auth::Principal, ApiError> {
-    Ok(state.auth.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?)
-}
+use crate::admin::principal;
 
 fn respond(state: &AppState, result: Result<Response, ApiError>) -> Response {
     state.metrics.request("http");
@@ -39,6 +37,11 @@ fn respond(state: &AppState, result: Result<Response, ApiError>) -> Response {
 
 fn alerts(state: &AppState) -> Result<&Arc<Alerts>, ApiError> {
     state.alerts.get().ok_or_else(|| ApiError::new(Kind::Unavailable, "alerting is not running"))
+}
+
+/// A rule by name, with where it comes from.
+fn find_rule(a: &Alerts, name: &str) -> Result<(RuleConfig, telemark_ingest::alerts::RuleSource), ApiError> {
+    a.rules().into_iter().find(|(r, _)| r.name == name).ok_or_else(|| rule_error(RuleError::NotFound(name.into())))
 }
 
 fn rule_error(e: RuleError) -> ApiError {
@@ -117,11 +120,9 @@ pub(crate) async fn rule_get(
 ) -> Response {
     let result = (|| {
         let p = principal(&state, &headers)?;
-        let rules = alerts(&state)?.rules();
-        let (rule, source) =
-            rules.iter().find(|(r, _)| r.name == name).ok_or_else(|| rule_error(RuleError::NotFound(name.clone())))?;
+        let (rule, source) = find_rule(alerts(&state)?, &name)?;
         p.require_read(&rule.database)?;
-        Ok(Json(rule_json(rule, *source)).into_response())
+        Ok(Json(rule_json(&rule, source)).into_response())
     })();
     respond(&state, result)
 }
@@ -153,7 +154,7 @@ pub(crate) async fn rule_put(
             .map_err(|e| ApiError::new(Kind::BadRequest, format!("alert rule {name:?}: {e}")))?;
         p.require_write(&config.database)?;
         let a = alerts(&state)?;
-        if let Some((old, _)) = a.rules().into_iter().find(|(r, _)| r.name == name) {
+        if let Ok((old, _)) = find_rule(a, &name) {
             p.require_write(&old.database)?;
         }
         let created = a.put_rule(config.clone()).map_err(rule_error)?;
@@ -172,11 +173,7 @@ pub(crate) async fn rule_delete(
     let result = (|| {
         let p = principal(&state, &headers)?;
         let a = alerts(&state)?;
-        let (rule, _) = a
-            .rules()
-            .into_iter()
-            .find(|(r, _)| r.name == name)
-            .ok_or_else(|| rule_error(RuleError::NotFound(name.clone())))?;
+        let (rule, _) = find_rule(a, &name)?;
         p.require_write(&rule.database)?;
         a.delete_rule(&name).map_err(rule_error)?;
         Ok(StatusCode::NO_CONTENT.into_response())

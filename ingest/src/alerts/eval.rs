@@ -259,9 +259,10 @@ impl Evaluator {
             }
             let key = (c.database.clone(), c.table.clone(), c.device_tag.clone());
             let newest = self.newest.entry(key).or_default();
+            let device_col = rows.column(&c.device_tag);
             let flags = (0..rows.len())
                 .map(|row| {
-                    let device = device_key(rows, &c.device_tag, row);
+                    let device = device_key(rows, device_col, row);
                     let t = rows.time(row);
                     match newest.get_mut(device.as_ref()) {
                         Some(n) if t <= *n => false,
@@ -295,12 +296,13 @@ impl Evaluator {
                 }
                 _ => None,
             };
+            let device_col = rows.column(&rule.config.device_tag);
             for row in first_row..rows.len() {
                 let time = rows.time(row);
                 if time < now_ns.saturating_sub(self.backfill_cutoff_ns) {
                     continue;
                 }
-                let device = device_key(rows, &rule.config.device_tag, row);
+                let device = device_key(rows, device_col, row);
                 let tags = || {
                     tag_columns
                         .iter()
@@ -580,9 +582,10 @@ impl Evaluator {
     }
 }
 
-/// The device key of a row: the value of `device_tag`, or else its whole tag set.
-fn device_key<'a>(rows: &CommittedRows<'a>, device_tag: &str, row: usize) -> std::borrow::Cow<'a, str> {
-    if let Some(d) = rows.column(device_tag).and_then(|c| rows.tag_at(c, row)) {
+/// The device key of a row: the value of the device tag (column
+/// `device_col`, looked up once per batch), or else its whole tag set.
+fn device_key<'a>(rows: &CommittedRows<'a>, device_col: Option<usize>, row: usize) -> std::borrow::Cow<'a, str> {
+    if let Some(d) = device_col.and_then(|c| rows.tag_at(c, row)) {
         return d.into();
     }
     rows.tag_columns()

@@ -617,11 +617,6 @@ impl Alerts {
         &self.shared.stats
     }
 
-    /// Instances firing now.
-    pub fn firing(&self) -> usize {
-        lock(&self.shared.eval).active().filter(|i| i.state == State::Firing).count()
-    }
-
     /// Metrics: (name, type, help, value).
     pub fn counters(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         let s = &self.shared.stats;
