@@ -80,6 +80,21 @@ fn group_by_series(rows: usize, tag_cols: &[&BatchColumn]) -> Vec<(u32, Vec<u32>
     groups
 }
 
+/// The rows of a write grouped by series, with their keys.
+pub(crate) fn series_of(write: &TableWrite) -> Vec<(SeriesKey, Vec<u32>)> {
+    let mut tag_cols: Vec<&BatchColumn> = write.columns.iter().filter(|c| c.kind == ColumnKind::Tag).collect();
+    tag_cols.sort_by(|a, b| a.name.cmp(&b.name));
+    group_by_series(write.times.len(), &tag_cols)
+        .into_iter()
+        .map(|(rep, rows)| (key_of(&tag_cols, rep as usize), rows))
+        .collect()
+}
+
+/// The series key of row `row`; `tag_cols` sorted by name.
+fn key_of(tag_cols: &[&BatchColumn], row: usize) -> SeriesKey {
+    SeriesKey(tag_cols.iter().filter_map(|c| tag_value(c, row).map(|v| (c.name.clone(), v.to_string()))).collect())
+}
+
 /// Buffered series of one table.
 #[derive(Debug, Default)]
 pub(crate) struct TableBuffer {
@@ -106,7 +121,14 @@ impl WriteBuffer {
 
     /// Adds the rows of a logged write. `schema` is the table's schema, which
     /// already holds every column of `write`.
-    pub(crate) fn apply(&mut self, seq: u64, write: &TableWrite, schema: &TableSchema) {
+    /// `each` sees every series of the write with its rows (the last-value cache).
+    pub(crate) fn apply(
+        &mut self,
+        seq: u64,
+        write: &TableWrite,
+        schema: &TableSchema,
+        mut each: impl FnMut(&SeriesKey, &[u32]),
+    ) {
         let table = self.tables.entry((write.database.clone(), write.table.clone())).or_default();
         let mut tag_cols = Vec::new();
         let mut field_cols = Vec::new();
@@ -124,12 +146,8 @@ impl WriteBuffer {
         let width = schema.len();
         let mut bytes = 0usize;
         for (rep, rows) in group_by_series(write.times.len(), &tag_cols) {
-            let key = SeriesKey(
-                tag_cols
-                    .iter()
-                    .filter_map(|c| tag_value(c, rep as usize).map(|v| (c.name.clone(), v.to_string())))
-                    .collect(),
-            );
+            let key = key_of(&tag_cols, rep as usize);
+            each(&key, &rows);
             let data = &mut table.series.entry(key).or_default().data;
             let n0 = data.times.len();
             data.times.extend(rows.iter().filter_map(|&r| write.times.get(r as usize)));

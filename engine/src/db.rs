@@ -129,6 +129,8 @@ pub struct DatabaseStats {
     /// Of those, requests that failed in a way that is retried (connection
     /// errors, timeouts, HTTP 5xx and 429): the retries made since open.
     pub tier_request_retries: u64,
+    /// Series in the last-value cache (see [`Database::last_values`]).
+    pub last_value_series: u64,
 }
 
 /// Monotonic counters, read by [`Database::stats`].
@@ -188,6 +190,8 @@ pub(crate) struct Inner {
     _dir_lock: std::fs::File,
     /// Told of every committed write; see [`crate::observe`].
     observers: RwLock<Vec<Arc<dyn crate::observe::WriteObserver>>>,
+    /// The newest value of every field per series; see [`crate::lastvalue`].
+    pub(crate) last_values: crate::lastvalue::LastValues,
 }
 
 /// Storage taken by one column of a table in segment files; see [`Database::storage`].
@@ -343,16 +347,45 @@ impl Database {
         let flushed = manifest.flushed_seq;
         state.tombstones = manifest.tombstones.clone();
         state.applied_seq = flushed;
+        let last_values = crate::lastvalue::LastValues::new(options.last_value_cache);
+        crate::lastvalue::remove_leftovers(&dir);
+        let snapshot_seq = last_values.load(&dir, &catalog);
+        let cached = snapshot_seq.unwrap_or(0);
+        let mut first_replayed: Option<u64> = None;
         let replay = crate::wal::replay(&wal_dir, &backend, ReplayMode::Strict, |seq, entry| {
+            first_replayed.get_or_insert(seq);
             if seq <= flushed {
+                // In segments already; the last-value snapshot may predate it.
+                if seq > cached {
+                    match &entry {
+                        WalEntry::Write(w) => {
+                            if let Some(schema) = catalog.get(&w.database).and_then(|t| t.get(&w.table)) {
+                                last_values.apply(w, schema);
+                            }
+                        }
+                        WalEntry::Delete(t) => {
+                            last_values.delete(t);
+                        }
+                    }
+                }
                 return Ok(());
             }
             match entry {
                 WalEntry::Write(mut w) => {
                     let schema = resolve_replayed(&mut catalog, &mut w);
-                    state.active.apply(seq, &w, schema);
+                    let mut cache = last_values.writer(&w, schema);
+                    state.active.apply(seq, &w, schema, |key, rows| {
+                        if seq > cached {
+                            cache.series(key, rows);
+                        }
+                    });
                 }
-                WalEntry::Delete(t) => state.apply_delete(seq, t),
+                WalEntry::Delete(t) => {
+                    if seq > cached {
+                        last_values.delete(&t);
+                    }
+                    state.apply_delete(seq, t)
+                }
             }
             state.applied_seq = seq;
             Ok(())
@@ -360,6 +393,9 @@ impl Database {
         report.wal_records_replayed = replay.records;
         report.torn_tail = replay.torn_tail.clone();
         let last_seq = replay.max_seq.unwrap_or(0).max(flushed);
+        // The snapshot plus the WAL after it must cover every record.
+        let cache_complete = cached >= flushed || first_replayed.is_some_and(|f| f <= cached + 1);
+        last_values.applied(last_seq);
         if report.wal_records_replayed > 0 || report.torn_tail.is_some() {
             tracing::info!(records = replay.records, torn = ?replay.torn_tail, "WAL replayed");
         }
@@ -404,8 +440,18 @@ impl Database {
             tier,
             _dir_lock: dir_lock,
             observers: RwLock::new(Vec::new()),
+            last_values,
             options,
         });
+        if inner.last_values.enabled() {
+            if !cache_complete {
+                inner.last_values.rebuild(&inner)?;
+                inner.last_values.save(inner.backend.as_ref(), &inner.dir)?;
+            }
+            for (db, table) in inner.last_values.stale_tables() {
+                inner.last_values.refresh(&inner, &db, &table)?;
+            }
+        }
         let flusher = if inner.options.background_flush {
             let weak = Arc::downgrade(&inner);
             let handle = std::thread::Builder::new()
@@ -555,6 +601,10 @@ impl Database {
         let seq = self.inner.commit(vec![(WalEntry::Delete(t), bytes)])?;
         crate::failpoint::hit("delete.logged");
         self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        // The deleted rows may have held series' newest values: rescan those series.
+        if let Err(e) = self.inner.last_values.refresh(&self.inner, database, &request.table) {
+            tracing::warn!(error = %e, database, table = %request.table, "refreshing last values after a delete failed; they are refreshed at the next open");
+        }
         Ok(DeleteOutcome { seq, rows_matched })
     }
 
@@ -608,6 +658,41 @@ impl Database {
     /// The retention rules.
     pub fn retention(&self) -> Vec<crate::retention::RetentionRule> {
         read(&self.inner.retention).clone()
+    }
+
+    /// The newest value of every field of each series of `table`, one row
+    /// per series: `time` (the newest of the fields' times), then the
+    /// table's columns (or those `projection` names, in its order), each
+    /// field holding its newest non-null value, whatever row it came in.
+    /// Only series matching every tag filter, and values inside retention.
+    ///
+    /// This reads the in-memory last-value cache ([`crate::lastvalue`]): it
+    /// costs the same for a device silent for a year as for one that wrote a
+    /// second ago, and a filter on a tag is an index lookup.
+    pub fn last_values(
+        &self,
+        database: &str,
+        table: &str,
+        filters: &[crate::TagFilter],
+        projection: Option<&[String]>,
+    ) -> Result<arrow_array::RecordBatch> {
+        if !self.inner.last_values.enabled() {
+            return Err(Error::InvalidInput("the last-value cache is off (Options::last_value_cache = false)".into()));
+        }
+        let schema = self.table_schema(database, table).ok_or_else(|| Error::NotFound {
+            what: "table",
+            name: format!("{database}.{table}"),
+            hint: String::new(),
+        })?;
+        let cutoff =
+            crate::retention::cutoff(&read(&self.inner.retention), database, table, crate::delete::now_nanos());
+        self.inner.last_values.read(database, table, &schema, filters, projection, cutoff)
+    }
+
+    /// About the bytes the last-value cache holds (walks every series: for
+    /// metrics, not for a tight loop).
+    pub fn last_value_bytes(&self) -> u64 {
+        self.inner.last_values.bytes() as u64
     }
 
     /// Drops every segment file whose rows have all expired, now; returns
@@ -852,6 +937,7 @@ impl Database {
             }
         }
         s.write_stall_nanos = c.write_stall_nanos.load(Ordering::Relaxed);
+        s.last_value_series = self.inner.last_values.series() as u64;
         s
     }
 
@@ -1235,12 +1321,17 @@ impl Inner {
                             w.database, w.table
                         )));
                     };
-                    state.active.apply(p.seq, w, schema);
+                    let mut cache = self.last_values.writer(w, schema);
+                    state.active.apply(p.seq, w, schema, |key, rows| cache.series(key, rows));
                     self.counters.rows_written.fetch_add(w.times.len() as u64, Ordering::Relaxed);
                 }
-                WalEntry::Delete(t) => state.apply_delete(p.seq, t.clone()),
+                WalEntry::Delete(t) => {
+                    self.last_values.delete(t);
+                    state.apply_delete(p.seq, t.clone())
+                }
             }
             state.applied_seq = p.seq;
+            self.last_values.applied(p.seq);
         }
         let held = state.active.bytes + state.frozen.iter().map(|f| f.bytes).sum::<usize>();
         self.counters.buffered_bytes_peak.fetch_max(held as u64, Ordering::Relaxed);
@@ -1385,6 +1476,11 @@ impl Inner {
         next.store(self.backend.as_ref(), &self.dir)?;
         *manifest = next;
         crate::failpoint::hit("flush.manifest_stored");
+        // The WAL files about to go may hold values the last snapshot lacks.
+        if let Err(e) = self.last_values.save(self.backend.as_ref(), &self.dir) {
+            tracing::warn!(error = %e, "writing the last-value snapshot failed; the next open rebuilds the cache by scanning");
+        }
+        crate::failpoint::hit("flush.last_values_saved");
         self.trim_wal(flushed_seq)?;
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         let (m, cv) = &self.room;
@@ -1446,7 +1542,7 @@ impl Inner {
         Ok(())
     }
 
-    fn scan(&self, req: &ScanRequest) -> Result<ScanStream> {
+    pub(crate) fn scan(&self, req: &ScanRequest) -> Result<ScanStream> {
         let schema =
             read(&self.catalog).get(&req.database).and_then(|t| t.get(&req.table)).cloned().ok_or_else(|| {
                 if read(&self.catalog).contains_key(&req.database) {

@@ -30,6 +30,7 @@
 pub const NAMES: &[&str] = &[
     "flush.segments_written",
     "flush.manifest_stored",
+    "flush.last_values_saved",
     "compaction.output_written",
     "compaction.manifest_swapped",
     "compaction.inputs_deleted",

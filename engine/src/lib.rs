@@ -68,6 +68,7 @@ pub mod delete;
 mod error;
 pub mod failpoint;
 pub mod fs;
+pub mod lastvalue;
 mod manifest;
 pub mod observe;
 mod options;

@@ -51,6 +51,10 @@ pub struct Options {
     pub compaction: CompactionOptions,
     /// Rows per record batch a scan yields. Default: 8192.
     pub scan_batch_rows: usize,
+    /// Keep the newest value of every field per series in memory
+    /// ([`crate::Database::last_values`]); see [`crate::lastvalue`] for what
+    /// it costs. Default: true.
+    pub last_value_cache: bool,
     /// The file system. Tests substitute one that injects failures.
     pub backend: Backend,
     /// Tiering of old partitions to object storage; `None` (the default)
@@ -71,6 +75,7 @@ impl Default for Options {
             max_buffer_memory: 256 << 20,
             compaction: CompactionOptions::default(),
             scan_batch_rows: 8192,
+            last_value_cache: true,
             backend: Arc::new(StdBackend),
             #[cfg(feature = "tiering")]
             tiering: None,

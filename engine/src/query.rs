@@ -73,6 +73,7 @@ mod catalog;
 mod convert;
 mod delete;
 mod functions;
+mod last;
 mod table;
 
 use std::sync::Arc;
@@ -184,7 +185,9 @@ impl QueryEngine {
             .build();
         state.config_mut().options_mut().catalog.default_schema = database.unwrap_or("public").to_string();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(CATALOG, Arc::new(catalog::TelemarkCatalog::new(self.db.clone(), Arc::new(access))));
+        let access = Arc::new(access);
+        ctx.register_catalog(CATALOG, Arc::new(catalog::TelemarkCatalog::new(self.db.clone(), access.clone())));
+        ctx.register_udtf("last_values", Arc::new(last::LastValuesFunction { db: self.db.clone(), access }));
         ctx
     }
 

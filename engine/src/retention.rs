@@ -195,6 +195,12 @@ impl crate::db::Inner {
         *manifest = next;
         drop(manifest);
         crate::failpoint::hit("retention.manifest_swapped");
+        // Values whose files are gone leave the last-value cache too.
+        let tables: std::collections::BTreeSet<(&String, &String)> =
+            dropped.iter().map(|(db, t, _)| (db, t)).chain(cold_dropped.iter().map(|(db, t, _)| (db, t))).collect();
+        for (db, table) in tables {
+            self.last_values.expire(db, table, cutoff(&rules, db, table, now));
+        }
         for h in &gone {
             h.reader.mark_obsolete();
         }

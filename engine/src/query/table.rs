@@ -46,7 +46,7 @@ impl TelemarkTable {
 
 /// A filter the engine applies exactly.
 #[derive(Debug, Clone, PartialEq)]
-enum Pushed {
+pub(crate) enum Pushed {
     /// `time >= t`
     From(i64),
     /// `time < t`
@@ -67,7 +67,7 @@ fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
     }
 }
 
-fn string(v: &ScalarValue) -> Option<String> {
+pub(crate) fn string(v: &ScalarValue) -> Option<String> {
     match v {
         ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
             Some(s.clone())
@@ -92,12 +92,16 @@ fn column(e: &Expr) -> Option<&str> {
 }
 
 impl TelemarkTable {
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     fn is_tag(&self, name: &str) -> bool {
         self.schema.id_of(name).and_then(|i| self.schema.column(i)).is_some_and(|c| c.kind == ColumnKind::Tag)
     }
 
     /// The engine filters an expression stands for, or `None` if it cannot be pushed.
-    fn classify(&self, e: &Expr) -> Option<Vec<Pushed>> {
+    pub(crate) fn classify(&self, e: &Expr) -> Option<Vec<Pushed>> {
         match e {
             // DataFusion rewrites a short `tag IN (a, b)` into `tag = a OR tag = b`.
             Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
