@@ -3,6 +3,8 @@
 //! - `POST /api/v2/write`, `POST /write`: InfluxDB line protocol (see [`crate::write`]);
 //! - `GET|POST /api/v3/query_sql?db=DB&q=SQL&format=json|jsonl|csv|arrow|pretty`
 //!   (POST may send the same fields as a JSON body);
+//! - `GET /api/v3/last?db=DB&table=T[&tag=value…]`: the newest value of every
+//!   field per series (see [`crate::last`]);
 //! - `GET /api/v3/storage?db=DB`: bytes, values and codecs per column in segment
 //!   files, and segment files per table;
 //! - the lifecycle endpoints under `/api/v3/admin/` (see [`crate::admin`]);
@@ -35,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/write", post(crate::write::write_v2))
         .route("/write", post(crate::write::write_v1))
         .route("/api/v3/storage", get(storage))
+        .route("/api/v3/last", get(crate::last::last_values))
         .route("/api/v3/admin/compact", post(crate::admin::compact))
         .route("/api/v3/admin/tier", post(crate::admin::tier))
         .route("/api/v3/admin/backup", post(crate::admin::backup))
@@ -153,7 +156,7 @@ async fn query_post(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Json,
     Jsonl,
     Csv,
@@ -162,7 +165,7 @@ enum Format {
 }
 
 impl Format {
-    fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+    pub(crate) fn parse(s: Option<&str>) -> Result<Self, ApiError> {
         Ok(match s.unwrap_or("json") {
             "json" => Format::Json,
             "jsonl" => Format::Jsonl,
@@ -178,7 +181,46 @@ impl Format {
         })
     }
 
-    fn content_type(self) -> &'static str {
+    /// A whole answer in this format.
+    pub(crate) fn encode_whole(
+        self,
+        batches: &[RecordBatch],
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<Vec<u8>, ApiError> {
+        let internal = |e: arrow::error::ArrowError| ApiError::new(Kind::Internal, e.to_string());
+        Ok(match self {
+            Format::Json => {
+                let mut w = arrow::json::ArrayWriter::new(Vec::new());
+                for b in batches {
+                    w.write(b).map_err(internal)?;
+                }
+                w.finish().map_err(internal)?;
+                let out = w.into_inner();
+                if out.is_empty() { b"[]".to_vec() } else { out }
+            }
+            Format::Pretty => {
+                arrow::util::pretty::pretty_format_batches(batches).map_err(internal)?.to_string().into_bytes()
+            }
+            Format::Jsonl | Format::Csv | Format::Arrow => {
+                let mut enc = match self {
+                    Format::Jsonl => Encoder::Jsonl,
+                    Format::Csv => Encoder::Csv { header: true },
+                    _ => Encoder::Arrow(Box::new(
+                        arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(internal)?,
+                    )),
+                };
+                let io = |e: std::io::Error| ApiError::new(Kind::Internal, e.to_string());
+                let mut out = Vec::new();
+                for b in batches {
+                    out.extend_from_slice(&enc.encode(b).map_err(io)?);
+                }
+                out.extend_from_slice(&enc.finish().map_err(io)?);
+                out
+            }
+        })
+    }
+
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Json => "application/json",
             Format::Jsonl => "application/jsonl",
@@ -223,20 +265,7 @@ async fn query(state: &Arc<AppState>, headers: &HeaderMap, params: QueryParams) 
     let body = match format {
         Format::Json | Format::Pretty => {
             let batches: Vec<RecordBatch> = stream.collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
-            let bytes = if format == Format::Json {
-                let mut w = arrow::json::ArrayWriter::new(Vec::new());
-                for b in &batches {
-                    w.write(b).map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-                }
-                w.finish().map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?;
-                let out = w.into_inner();
-                if out.is_empty() { b"[]".to_vec() } else { out }
-            } else {
-                arrow::util::pretty::pretty_format_batches(&batches)
-                    .map_err(|e| ApiError::new(Kind::Internal, e.to_string()))?
-                    .to_string()
-                    .into_bytes()
-            };
+            let bytes = format.encode_whole(&batches, &schema)?;
             state.metrics.query(started.elapsed());
             Body::from(bytes)
         }

@@ -14,6 +14,7 @@ mod config;
 mod errors;
 mod flight;
 mod http;
+mod last;
 mod metrics;
 mod plain;
 mod server;
