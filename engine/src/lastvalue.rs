@@ -140,7 +140,7 @@ struct Row {
 
 impl Row {
     /// Takes `(time, value)` for `column` unless the cell holds a newer time.
-    fn offer(&mut self, column: u32, time: i64, value: impl FnOnce() -> Option<Value>) {
+    fn offer(&mut self, column: u32, time: i64, fields_hint: usize, value: impl FnOnce() -> Option<Value>) {
         match self.cells.binary_search_by_key(&column, |c| c.column) {
             Ok(i) => {
                 if let Some(c) = self.cells.get_mut(i)
@@ -153,6 +153,10 @@ impl Row {
             }
             Err(i) => {
                 if let Some(v) = value() {
+                    if self.cells.capacity() == 0 {
+                        // Most series write the same fields every time: room for this write's.
+                        self.cells.reserve_exact(fields_hint);
+                    }
                     self.cells.insert(i, Cell { column, time, value: v });
                 }
             }
@@ -186,22 +190,22 @@ impl Default for Shard {
 }
 
 impl Shard {
-    /// The row of `key`, inserted if new.
-    fn row(&mut self, key: &SeriesKey) -> &mut Row {
-        let i = match self.rows.get_index_of(key) {
-            Some(i) => i,
-            None => {
-                let (i, _) = self.rows.insert_full(key.clone(), Row::default());
-                for (tag, index) in self.by_tag.iter_mut() {
-                    if let Some(v) = key.get(tag) {
-                        index.entry(v.to_string()).or_default().push(i as u32);
+    /// The row of `key` (whose hash is `hash`), inserted if new.
+    fn row(&mut self, key: &SeriesKey, hash: u64) -> &mut Row {
+        use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
+        let Shard { rows, by_tag } = self;
+        match rows.raw_entry_mut_v1().from_key_hashed_nocheck(hash, key) {
+            RawEntryMut::Occupied(e) => e.into_mut(),
+            RawEntryMut::Vacant(v) => {
+                let i = v.index();
+                for (tag, index) in by_tag.iter_mut() {
+                    if let Some(value) = key.get(tag) {
+                        index.entry(value.to_string()).or_default().push(i as u32);
                     }
                 }
-                i
+                v.insert_hashed_nocheck(hash, key.clone(), Row::default()).1
             }
-        };
-        // `i` was just found or inserted.
-        self.rows.get_index_mut(i).map(|(_, r)| r).unwrap_or_else(|| unreachable!("row {i} of the shard"))
+        }
     }
 
     /// Removes rows with no cells left (positions change: the tag indexes are dropped).
@@ -259,11 +263,12 @@ impl TableCache {
         TableCache { shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect() }
     }
 
-    fn shard(&self, key: &SeriesKey) -> &RwLock<Shard> {
+    /// The shard of `key`, and the key's hash (the shard's map uses the same hasher).
+    fn shard(&self, key: &SeriesKey) -> (&RwLock<Shard>, u64) {
         let h = hasher().hash_one(key);
         let i = (h % SHARDS as u64) as usize;
         // `shards` has SHARDS entries.
-        self.shards.get(i).unwrap_or_else(|| unreachable!("shard {i}"))
+        (self.shards.get(i).unwrap_or_else(|| unreachable!("shard {i}")), h)
     }
 }
 
@@ -290,8 +295,10 @@ impl SeriesWriter<'_> {
     /// Offers the rows `rows` of series `key` (in write order).
     pub(crate) fn series(&mut self, key: &SeriesKey, rows: &[u32]) {
         let Some(table) = &self.table else { return };
-        let mut shard = write(table.shard(key));
-        let row = shard.row(key);
+        let (shard, hash) = table.shard(key);
+        let mut shard = write(shard);
+        let row = shard.row(key, hash);
+        let n = self.fields.len();
         for (id, c) in &self.fields {
             let mut best: Option<(i64, usize)> = None;
             for &r in rows {
@@ -306,7 +313,7 @@ impl SeriesWriter<'_> {
                 }
             }
             if let Some((t, r)) = best {
-                row.offer(*id, t, || Value::of(&c.data, r));
+                row.offer(*id, t, n, || Value::of(&c.data, r));
             }
         }
     }
@@ -696,10 +703,11 @@ fn fold_batch(table: &TableCache, schema: &TableSchema, batch: &RecordBatch, kee
         }
         let Some((key, true)) = &current else { continue };
         let t = times.value(row);
-        let mut shard = write(table.shard(key));
-        let r = shard.row(key);
+        let (shard, hash) = table.shard(key);
+        let mut shard = write(shard);
+        let r = shard.row(key, hash);
         for (id, col) in &fields {
-            r.offer(*id, t, || value_at(col, row));
+            r.offer(*id, t, fields.len(), || value_at(col, row));
         }
     }
 }
@@ -843,8 +851,8 @@ impl LastValues {
                                 .collect(),
                             stale: row.stale,
                         };
-                        let mut shard = write(table.shard(&key));
-                        *shard.row(&key) = row;
+                        let (shard, hash) = table.shard(&key);
+                        *write(shard).row(&key, hash) = row;
                     }
                 }
                 BLOCK_END => {
@@ -940,7 +948,7 @@ mod tests {
     fn row(cells: &[(u32, i64, f64)]) -> Row {
         let mut r = Row::default();
         for &(c, t, v) in cells {
-            r.offer(c, t, || Some(Value::F64(v)));
+            r.offer(c, t, 1, || Some(Value::F64(v)));
         }
         r
     }
@@ -948,9 +956,9 @@ mod tests {
     #[test]
     fn newer_or_equal_time_wins_per_field() {
         let mut r = row(&[(1, 10, 1.0), (2, 5, 2.0)]);
-        r.offer(1, 9, || Some(Value::F64(9.0)));
-        r.offer(2, 5, || Some(Value::F64(3.0)));
-        r.offer(3, 1, || None);
+        r.offer(1, 9, 1, || Some(Value::F64(9.0)));
+        r.offer(2, 5, 1, || Some(Value::F64(3.0)));
+        r.offer(3, 1, 1, || None);
         assert_eq!(r, row(&[(1, 10, 1.0), (2, 5, 3.0)]));
     }
 
@@ -960,10 +968,11 @@ mod tests {
         let t = lv.table_or_new("db", "t");
         for i in 0..3000 {
             let key = SeriesKey::new(vec![("device".into(), format!("d{i}"))]);
-            let mut s = write(t.shard(&key));
-            let r = s.row(&key);
-            r.offer(1, i, || Some(Value::F64(i as f64)));
-            r.offer(2, i, || Some(Value::Str(format!("s{i}").into())));
+            let (shard, hash) = t.shard(&key);
+            let mut s = write(shard);
+            let r = s.row(&key, hash);
+            r.offer(1, i, 2, || Some(Value::F64(i as f64)));
+            r.offer(2, i, 2, || Some(Value::Str(format!("s{i}").into())));
         }
         let mut schema = TableSchema::default();
         schema.push("device", ColumnKind::Tag);

@@ -11,7 +11,9 @@
 //! interval arithmetic, `first_value`/`last_value(x ORDER BY time)`):
 //! `time_bucket(interval, time)` (an alias of `date_bin`), and
 //! `last(x, time)` / `first(x, time)`, the value of `x` at the latest /
-//! earliest `time` in each group.
+//! earliest `time` in each group; and the table function
+//! `last_values('table')`, the newest value of every field per series from
+//! the last-value cache ([`crate::Database::last_values`]).
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -117,7 +117,13 @@ async fn storage(
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let alerts = state.alerts.get().map(|a| &**a);
-    let text = state.metrics.render(&state.db.stats(), &state.db.partitions(None), &state.ingest_stats, alerts);
+    let text = state.metrics.render(
+        &state.db.stats(),
+        &state.db.partitions(None),
+        &state.ingest_stats,
+        alerts,
+        state.db.last_value_bytes(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -59,6 +59,7 @@ impl Metrics {
         partitions: &[telemark_engine::PartitionFiles],
         ingest: &telemark_ingest::stats::IngestStats,
         alerts: Option<&telemark_ingest::alerts::Alerts>,
+        last_value_bytes: u64,
     ) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
@@ -117,6 +118,13 @@ impl Metrics {
         );
         metric("telemark_buffer_rows", "gauge", "Rows in the write buffer.", &one(db.buffered_rows as u64));
         metric("telemark_segments", "gauge", "Segment files.", &one(db.segments as u64));
+        metric("telemark_last_value_series", "gauge", "Series in the last-value cache.", &one(db.last_value_series));
+        metric(
+            "telemark_last_value_bytes",
+            "gauge",
+            "Approximate bytes of the last-value cache.",
+            &one(last_value_bytes),
+        );
         metric("telemark_segment_bytes", "gauge", "Bytes of segment files.", &one(db.segment_bytes));
         metric("telemark_flushes_total", "counter", "Write buffer flushes.", &one(db.flushes));
         metric("telemark_compactions_total", "counter", "Compaction jobs finished.", &one(db.compactions));

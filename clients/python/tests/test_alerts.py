@@ -504,7 +504,7 @@ def test_offline_rule_fires_for_exactly_the_silent_devices_and_not_after_a_resta
 
     rc, out, err = s.stop()
     assert rc == 0 and "stopped cleanly" in out, err
-    time.sleep(5)  # down longer than `after`: downtime is no silence
+    time.sleep(60)  # down for a minute, 20 times `after`: downtime is no silence
 
     s2 = start_server(config, data_dir=s.data_dir)
     beat = Heartbeat(s2, live, clock)

@@ -83,6 +83,10 @@ def test_last_values_over_http_and_adbc_survive_sigkill(start_server, tmp_path):
     expected = {device: dict(fields) for device, fields in EXPECTED.items()}
     check(s, expected)
 
+    metrics = requests.get(f"{s.http}/metrics", timeout=10).text
+    assert "telemark_last_value_series 3" in metrics, metrics
+    assert "telemark_last_value_bytes " in metrics
+
     # Errors name what was wrong.
     r = last(s, db="")
     assert r.status_code == 400 and "db" in r.json()["error"]

@@ -196,8 +196,8 @@ pub struct Evaluator {
     /// device, so an older row never moves an alert, even for a device with
     /// no instance. One entry per device, however many rules watch it.
     pub newest: HashMap<(String, String, String), HashMap<String, i64>>,
-    /// An offline rule saw a device it did not know (the list is saved).
-    pub seen_grew: bool,
+    /// Devices offline rules met for the first time since the worker last looked: (rule, device).
+    pub seen_new: Vec<(usize, String)>,
     /// Rows older than this (ns before now) change no alert (backfill).
     pub backfill_cutoff_ns: i64,
 }
@@ -230,7 +230,7 @@ impl Evaluator {
             seen: (0..n).map(|_| HashMap::new()).collect(),
             detectors: (0..n).map(|_| HashMap::new()).collect(),
             newest: HashMap::new(),
-            seen_grew: false,
+            seen_new: Vec::new(),
             backfill_cutoff_ns,
         }
     }
@@ -319,7 +319,7 @@ impl Evaluator {
                                 let mut tags: Vec<(String, String)> = tags().collect();
                                 tags.shrink_to_fit();
                                 self.seen[r].insert(device.to_string(), Seen { at: now_ms, tags });
-                                self.seen_grew = true;
+                                self.seen_new.push((r, device.to_string()));
                             }
                         }
                         if let Some(inst) = self.instances[r].get_mut(device.as_ref())

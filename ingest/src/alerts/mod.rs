@@ -26,6 +26,7 @@ pub mod eval;
 pub mod journal;
 pub mod notify;
 pub mod rule;
+mod seen;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ use serde::Serialize;
 use telemark_engine::observe::{CommittedRows, WriteObserver};
 use telemark_engine::{Database, WriteBatch};
 
-use eval::{Change, Evaluator, Instance, Seen, State};
+use eval::{Change, Evaluator, Instance, State};
 use journal::{Journal, Record};
 use notify::{Delivered, Outgoing, WebhookConfig, WebhookStats};
 use rule::{Rule, RuleConfig};
@@ -138,8 +139,8 @@ pub struct InstanceView {
 
 enum Event {
     Changes(Vec<Change>),
-    /// An offline rule met a new device: save the list now.
-    SeenGrew,
+    /// Offline rules met new devices: log them.
+    Seen(Vec<seen::NewDevice>),
     Delivered(Delivered),
     Stop,
 }
@@ -182,8 +183,17 @@ impl Shared {
         if !changes.is_empty() {
             let _ = lock(&self.events).send(Event::Changes(changes));
         }
-        if std::mem::take(&mut eval.seen_grew) {
-            let _ = lock(&self.events).send(Event::SeenGrew);
+        if !eval.seen_new.is_empty() {
+            let new = std::mem::take(&mut eval.seen_new);
+            let devices = new
+                .into_iter()
+                .filter_map(|(r, device)| {
+                    let rule = eval.rules.get(r)?.config.name.clone();
+                    let tags = eval.seen.get(r)?.get(&device)?.tags.clone();
+                    Some(seen::NewDevice { rule, device, tags })
+                })
+                .collect();
+            let _ = lock(&self.events).send(Event::Seen(devices));
         }
     }
 }
@@ -308,7 +318,7 @@ struct Worker {
     publisher: Option<Arc<dyn Publisher>>,
     webhooks: HashMap<String, tokio::sync::mpsc::UnboundedSender<Outgoing>>,
     stats: Arc<AlertStats>,
-    seen_path: PathBuf,
+    seen: seen::SeenStore,
     /// Records whose append failed, retried first next time.
     unwritten: Vec<Record>,
     /// The sequence number of each instance's last notification.
@@ -377,31 +387,8 @@ impl Alerts {
             evaluator.restore(inst);
         }
         // Devices offline rules knew: seen no earlier than now (a restart or
-        // downtime is not silence), unless already offline.
-        let seen_path = dir.join("seen.json");
-        let started = now_ms();
-        if let Ok(data) = std::fs::read(&seen_path) {
-            match serde_json::from_slice::<BTreeMap<String, BTreeMap<String, Seen>>>(&data) {
-                Ok(saved) => {
-                    for (rule, devices) in saved {
-                        if let Some(r) = evaluator.rules.iter().position(|x| x.config.name == rule) {
-                            for (device, mut s) in devices {
-                                s.at = s.at.max(started);
-                                evaluator.seen[r].entry(device).or_insert(s);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(file = %seen_path.display(), error = %e, "ignoring a damaged list of seen devices")
-                }
-            }
-        }
-        for r in 0..evaluator.rules.len() {
-            for s in evaluator.seen[r].values_mut() {
-                s.at = s.at.max(started);
-            }
-        }
+        // downtime is not silence); those already offline have firing instances.
+        let seen_store = seen::SeenStore::open(dir, &mut evaluator, now_ms());
         let watched = watched_by(&rules);
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(AlertStats::default());
@@ -439,7 +426,7 @@ impl Alerts {
             publisher,
             webhooks,
             stats,
-            seen_path,
+            seen: seen_store,
             unwritten: Vec::new(),
             notified: HashMap::new(),
             acks: Vec::new(),
@@ -832,7 +819,6 @@ fn render_annotations(rule: &Rule, i: &Instance) -> BTreeMap<String, String> {
 impl Worker {
     fn run(&mut self, shared: &Shared, rx: &mpsc::Receiver<Event>) {
         let mut next_tick = Instant::now() + self.options.tick;
-        let mut next_snapshot = Instant::now() + Duration::from_secs(10);
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             let mut stop = false;
@@ -852,11 +838,11 @@ impl Worker {
             }
             let mut changes = Vec::new();
             let mut records = std::mem::take(&mut self.unwritten);
-            let mut save_seen = false;
+            let mut new_devices = Vec::new();
             for e in events {
                 match e {
                     Event::Changes(c) => changes.extend(c),
-                    Event::SeenGrew => save_seen = true,
+                    Event::Seen(d) => new_devices.extend(d),
                     Event::Delivered(d) => {
                         records.push(Record::Delivered { seq: d.seq, sink: d.sink, dropped: d.dropped })
                     }
@@ -894,9 +880,11 @@ impl Worker {
                 }
             }
             self.record_acks();
-            if save_seen || Instant::now() >= next_snapshot || stop {
-                next_snapshot = Instant::now() + Duration::from_secs(10);
-                self.save_seen(shared);
+            if let Err(e) = self.seen.append(&new_devices) {
+                tracing::warn!(error = %e, "logging newly seen devices failed; saving the whole list");
+                self.seen.fold(&lock(&shared.eval));
+            } else if self.seen.should_fold() {
+                self.seen.fold(&lock(&shared.eval));
             }
             if stop {
                 return;
@@ -993,29 +981,6 @@ impl Worker {
                 self.stats.history_errors.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 tracing::warn!(error = %e, "writing alert history failed");
             }
-        }
-    }
-
-    /// Saves the devices offline rules have seen (atomically), so a restart
-    /// still knows the fleet.
-    fn save_seen(&self, shared: &Shared) {
-        let data = {
-            let eval = lock(&shared.eval);
-            let map: BTreeMap<&str, &HashMap<String, Seen>> = eval
-                .rules
-                .iter()
-                .zip(&eval.seen)
-                .filter(|(_, s)| !s.is_empty())
-                .map(|(r, s)| (r.config.name.as_str(), s))
-                .collect();
-            if map.is_empty() {
-                return;
-            }
-            serde_json::to_vec(&map).unwrap_or_default()
-        };
-        let result = telemark_engine::fs::write_file_atomic(&self.seen_path, &data);
-        if let Err(e) = result {
-            tracing::warn!(file = %self.seen_path.display(), error = %e, "saving the seen devices failed");
         }
     }
 }
