@@ -676,14 +676,19 @@ def test_a_sql_rule_fires_per_result_row_and_resolves_when_the_row_is_gone(start
 
 
 def test_an_evaluation_delay_keeps_late_rows_from_resolving_and_refiring(start_server, hook):
-    """Rows arrive 2 s after their time; the rule judges the 2 s window ending 3 s ago, so every
-    window is complete when judged: one firing, no resolve, no second firing."""
+    """Rows arrive 90 s after their time (an uplink that buffers); the rule judges the 2 s window
+    ending 95 s ago, so every window is complete when judged: one firing, no resolve, no second
+    firing. (With no delay every window it judges is still empty and nothing fires.)"""
+    late = 90 * 10**9
     query = ("SELECT device_id, count(*) AS n FROM readings WHERE time >= now() - INTERVAL '2 seconds' "
              "AND time < now() AND temp > 30 GROUP BY device_id")
-    s = start_server(sql_rule_toml("late-hot", query, eval_delay="3s") + webhook_toml(hook))
+    s = start_server(sql_rule_toml("late-hot", query, eval_delay="95s") + webhook_toml(hook))
+    # The backlog the uplink delivers at once: the 10 s before the rows that arrive from now on.
+    first = time.time_ns() - late
+    write(s, [f"readings,device_id=l1 temp=35 {first - i * 250_000_000}" for i in range(1, 41)])
     end = time.monotonic() + 9
     while time.monotonic() < end:
-        write(s, [f"readings,device_id=l1 temp=35 {time.time_ns() - 2 * 10**9}"])
+        write(s, [f"readings,device_id=l1 temp=35 {time.time_ns() - late}"])
         time.sleep(0.25)
     time.sleep(1.5)
     statuses = [p.alert["status"] for p in hook.snapshot()]
