@@ -686,7 +686,36 @@ impl Database {
         })?;
         let cutoff =
             crate::retention::cutoff(&read(&self.inner.retention), database, table, crate::delete::now_nanos());
-        self.inner.last_values.read(database, table, &schema, filters, projection, cutoff)
+        self.inner.last_values.read(database, table, &schema, filters, &[], projection, cutoff, false)
+    }
+
+    /// The last-value cache of `table` as rows of one value each (see
+    /// [`crate::lastvalue`]): what an aggregate of `last(x, time)` grouped by
+    /// tags reads in place of the table's rows.
+    #[cfg(feature = "sql")]
+    pub(crate) fn last_value_cells(
+        &self,
+        database: &str,
+        table: &str,
+        filters: &[crate::TagFilter],
+        required: &[String],
+        projection: &[String],
+    ) -> Result<arrow_array::RecordBatch> {
+        let schema = self.table_schema(database, table).ok_or_else(|| Error::NotFound {
+            what: "table",
+            name: format!("{database}.{table}"),
+            hint: String::new(),
+        })?;
+        let cutoff =
+            crate::retention::cutoff(&read(&self.inner.retention), database, table, crate::delete::now_nanos());
+        self.inner.last_values.read(database, table, &schema, filters, required, Some(projection), cutoff, true)
+    }
+
+    /// True if the last-value cache is on and holds every series exactly
+    /// (no series waits for a rescan after a delete).
+    #[cfg(feature = "sql")]
+    pub(crate) fn last_values_exact(&self) -> bool {
+        self.inner.last_values.exact()
     }
 
     /// About the bytes the last-value cache holds (walks every series: for

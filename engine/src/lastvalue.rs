@@ -33,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use arrow_array::builder::{
@@ -281,6 +281,8 @@ pub(crate) struct LastValues {
     applied_seq: AtomicU64,
     /// `applied_seq` when the snapshot on disk was taken (or loaded).
     saved_seq: AtomicU64,
+    /// Some series may be stale (a delete removed values, the rescan has not finished).
+    maybe_stale: AtomicBool,
 }
 
 /// Applies the rows of one write, series by series (see [`LastValues::writer`]).
@@ -326,6 +328,7 @@ impl LastValues {
             tables: RwLock::new(HashMap::new()),
             applied_seq: AtomicU64::new(0),
             saved_seq: AtomicU64::new(0),
+            maybe_stale: AtomicBool::new(false),
         }
     }
 
@@ -397,7 +400,15 @@ impl LastValues {
                 }
             }
         }
+        if any {
+            self.maybe_stale.store(true, Ordering::Release);
+        }
         any
+    }
+
+    /// True when on and every series is exact (none waits for a rescan).
+    pub(crate) fn exact(&self) -> bool {
+        self.enabled && !self.maybe_stale.load(Ordering::Acquire)
     }
 
     /// Tables with stale series.
@@ -450,6 +461,9 @@ impl LastValues {
                 }
             }
             shard.drop_empty();
+        }
+        if self.stale_tables().is_empty() {
+            self.maybe_stale.store(false, Ordering::Release);
         }
         Ok(())
     }
@@ -529,18 +543,28 @@ impl LastValues {
         total
     }
 
-    /// One row per series of `table` matching `filters`: `time` (the newest
-    /// of its fields' times), then the table's columns in id order (or the
-    /// `projection`'s columns), each field holding its newest value. Cells
-    /// older than `cutoff` (retention) are left out, and series with none left.
+    /// One row per series of `table` matching `filters` and having the
+    /// `required` tags: `time` (the newest of its fields' times), then the
+    /// table's columns in id order (or the `projection`'s columns), each field
+    /// holding its newest value. Cells older than `cutoff` (retention) are
+    /// left out, and series with none left.
+    ///
+    /// With `cells`, a row per cell instead: its time, the series' tags and
+    /// the one field's value (the other fields null); a series with no cell
+    /// of the projected fields gets one row of nulls at its newest time. So
+    /// `last(x, time) ... GROUP BY <tags>` over these rows equals the same
+    /// over the table's rows.
+    #[allow(clippy::too_many_arguments, reason = "one internal caller per layout")]
     pub(crate) fn read(
         &self,
         database: &str,
         table: &str,
         schema: &TableSchema,
         filters: &[TagFilter],
+        required: &[String],
         projection: Option<&[String]>,
         cutoff: i64,
+        cells: bool,
     ) -> Result<RecordBatch> {
         let full = crate::arrow_schema(schema);
         let names: Vec<String> = match projection {
@@ -563,16 +587,35 @@ impl LastValues {
         }
         let fields: Vec<_> = names.iter().filter_map(|n| full.field_with_name(n).ok().cloned()).collect();
         let arrow = Arc::new(Schema::new(fields));
+        let projected: Vec<u32> = out.iter().filter_map(OutColumn::field_id).collect();
         if let Some(t) = self.table(database, table) {
             for shard in &t.shards {
                 let mut shard = write(shard);
                 let positions = shard.matching(filters);
                 for i in positions {
                     let Some((key, row)) = shard.rows.get_index(i) else { continue };
+                    if !required.iter().all(|tag| key.get(tag).is_some()) {
+                        continue;
+                    }
                     let newest = row.cells.iter().filter(|c| c.time >= cutoff).map(|c| c.time).max();
                     let Some(newest) = newest else { continue };
-                    for c in out.iter_mut() {
-                        c.push(key, row, newest, cutoff);
+                    if !cells {
+                        for c in out.iter_mut() {
+                            c.push(key, row, newest, cutoff, None);
+                        }
+                        continue;
+                    }
+                    let mut any = false;
+                    for cell in row.cells.iter().filter(|c| c.time >= cutoff && projected.contains(&c.column)) {
+                        any = true;
+                        for c in out.iter_mut() {
+                            c.push(key, row, cell.time, cutoff, Some(cell.column));
+                        }
+                    }
+                    if !any {
+                        for c in out.iter_mut() {
+                            c.push(key, row, newest, cutoff, Some(u32::MAX));
+                        }
                     }
                 }
             }
@@ -605,8 +648,25 @@ impl OutColumn {
         }
     }
 
-    fn push(&mut self, key: &SeriesKey, row: &Row, newest: i64, cutoff: i64) {
+    /// The field's column id (`None` for time and tags).
+    fn field_id(&self) -> Option<u32> {
+        match self {
+            OutColumn::Time(_) | OutColumn::Tag(..) => None,
+            OutColumn::F64(id, _)
+            | OutColumn::I64(id, _)
+            | OutColumn::U64(id, _)
+            | OutColumn::Bool(id, _)
+            | OutColumn::Str(id, _) => Some(*id),
+        }
+    }
+
+    /// Appends `row`'s value (`time` for the time column); with `only`, the
+    /// fields other than that column are null.
+    fn push(&mut self, key: &SeriesKey, row: &Row, time: i64, cutoff: i64, only: Option<u32>) {
         let cell = |id: u32| {
+            if only.is_some_and(|o| o != id) {
+                return None;
+            }
             row.cells
                 .binary_search_by_key(&id, |c| c.column)
                 .ok()
@@ -615,7 +675,7 @@ impl OutColumn {
                 .map(|c| &c.value)
         };
         match self {
-            OutColumn::Time(b) => b.append_value(newest),
+            OutColumn::Time(b) => b.append_value(time),
             OutColumn::Tag(name, b) => b.append_option(key.get(name)),
             OutColumn::F64(id, b) => b.append_option(match cell(*id) {
                 Some(Value::F64(v)) => Some(*v),
@@ -851,6 +911,9 @@ impl LastValues {
                                 .collect(),
                             stale: row.stale,
                         };
+                        if row.stale {
+                            self.maybe_stale.store(true, Ordering::Release);
+                        }
                         let (shard, hash) = table.shard(&key);
                         *write(shard).row(&key, hash) = row;
                     }

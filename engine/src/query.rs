@@ -129,7 +129,12 @@ fn base_state(partitions: Option<usize>) -> SessionState {
     }
     // Plain Utf8 for SQL string types: Grafana and other Arrow clients do not read Utf8View.
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    let ctx = SessionContext::new_with_config(config);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rule(Arc::new(last::LastValueRewrite))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);
     ctx.state()
 }

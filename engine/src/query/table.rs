@@ -38,6 +38,11 @@ pub(crate) struct TelemarkTable {
 }
 
 impl TelemarkTable {
+    /// Database and table.
+    pub(crate) fn names(&self) -> (&str, &str) {
+        (&self.database, &self.table)
+    }
+
     pub(crate) fn new(db: Arc<Database>, database: &str, table: &str, schema: TableSchema, writable: bool) -> Self {
         let arrow = crate::arrow_schema(&schema);
         TelemarkTable { db, database: database.to_string(), table: table.to_string(), schema, arrow, writable }
@@ -96,7 +101,14 @@ impl TelemarkTable {
         &self.db
     }
 
-    fn is_tag(&self, name: &str) -> bool {
+    /// The same table read from the last-value cache (see [`super::last`]).
+    pub(crate) fn cells(&self) -> super::last::LastCellsTable {
+        super::last::LastCellsTable {
+            inner: TelemarkTable::new(self.db.clone(), &self.database, &self.table, self.schema.clone(), false),
+        }
+    }
+
+    pub(crate) fn is_tag(&self, name: &str) -> bool {
         self.schema.id_of(name).and_then(|i| self.schema.column(i)).is_some_and(|c| c.kind == ColumnKind::Tag)
     }
 
