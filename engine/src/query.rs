@@ -13,7 +13,9 @@
 //! `last(x, time)` / `first(x, time)`, the value of `x` at the latest /
 //! earliest `time` in each group; and the table function
 //! `last_values('table')`, the newest value of every field per series from
-//! the last-value cache ([`crate::Database::last_values`]).
+//! the last-value cache ([`crate::Database::last_values`]). A query for the
+//! latest of each device (`last(field, time)` grouped and filtered by tags
+//! only) reads that cache instead of scanning history (`LastValueCacheExec`).
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
