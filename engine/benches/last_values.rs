@@ -128,7 +128,8 @@ fn latest_per_truck() {
     db.flush().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let engine = QueryEngine::new(db.clone());
-    let select = "SELECT name, fleet, last(latitude, time) AS latitude, last(longitude, time) AS longitude FROM readings";
+    let select =
+        "SELECT name, fleet, last(latitude, time) AS latitude, last(longitude, time) AS longitude FROM readings";
     let group = "GROUP BY name, fleet";
     let cached = format!("{select} WHERE fleet = 'North' {group}");
     let scanned = format!("{select} WHERE fleet = 'North' AND time >= to_timestamp(0) {group}");

@@ -407,6 +407,7 @@ impl LastValues {
     }
 
     /// True when on and every series is exact (none waits for a rescan).
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn exact(&self) -> bool {
         self.enabled && !self.maybe_stale.load(Ordering::Acquire)
     }

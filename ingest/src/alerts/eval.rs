@@ -200,6 +200,22 @@ pub struct Evaluator {
     pub seen_new: Vec<(usize, String)>,
     /// Rows older than this (ns before now) change no alert (backfill).
     pub backfill_cutoff_ns: i64,
+    /// How a batch of each (database, table) is evaluated; dropped when the
+    /// rules change or a threshold rule gains its first or loses its last instance.
+    plans: HashMap<String, HashMap<String, std::sync::Arc<TablePlan>>>,
+}
+
+/// The rules a table's batches go to, so a batch costs in proportion to its
+/// rows and the rules they cross, not to every rule there is.
+#[derive(Debug, Default)]
+struct TablePlan {
+    /// Device tags whose newest row times a batch updates (rules other than offline).
+    device_tags: Vec<String>,
+    /// Rules evaluated from a batch's first row.
+    always: Vec<usize>,
+    /// Threshold rules without instances, by field and comparison, sorted by
+    /// threshold: a row that crosses none of them touches nothing.
+    idle: Vec<(String, super::rule::Op, Vec<(f64, usize)>)>,
 }
 
 /// FNV-1a, 64 bit: stable across Rust releases and platforms.
@@ -232,7 +248,47 @@ impl Evaluator {
             newest: HashMap::new(),
             seen_new: Vec::new(),
             backfill_cutoff_ns,
+            plans: HashMap::new(),
         }
+    }
+
+    /// True if rule `r` is a threshold rule the plans index while it has no instances.
+    fn indexable(&self, r: usize) -> bool {
+        use super::rule::Op;
+        matches!(self.rules.get(r).map(|x| &x.check), Some(Check::Threshold { op, .. }) if !matches!(op, Op::Eq | Op::Ne))
+    }
+
+    /// The plan of a table's batches (built on first use).
+    fn plan(&mut self, database: &str, table: &str) -> std::sync::Arc<TablePlan> {
+        if let Some(p) = self.plans.get(database).and_then(|t| t.get(table)) {
+            return p.clone();
+        }
+        let mut plan = TablePlan::default();
+        for (r, rule) in self.rules.iter().enumerate() {
+            let c = &rule.config;
+            if c.database != database || c.table != table {
+                continue;
+            }
+            if !matches!(rule.check, Check::Offline { .. }) && !plan.device_tags.contains(&c.device_tag) {
+                plan.device_tags.push(c.device_tag.clone());
+            }
+            match &rule.check {
+                Check::Sql { .. } => {} // evaluated on its schedule, not per row
+                Check::Threshold { field, op, value, .. } if self.indexable(r) && self.instances[r].is_empty() => {
+                    match plan.idle.iter_mut().find(|(f, o, _)| f == field && o == op) {
+                        Some((_, _, list)) => list.push((*value, r)),
+                        None => plan.idle.push((field.clone(), *op, vec![(*value, r)])),
+                    }
+                }
+                _ => plan.always.push(r),
+            }
+        }
+        for (_, _, list) in plan.idle.iter_mut() {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let plan = std::sync::Arc::new(plan);
+        self.plans.entry(database.to_string()).or_default().insert(table.to_string(), plan.clone());
+        plan
     }
 
     /// The labels of a new instance: the row's tags, the rule's labels, `alertname`.
@@ -246,20 +302,17 @@ impl Evaluator {
     /// Applies committed rows; `now_ms` is the wall clock.
     pub fn rows(&mut self, rows: &CommittedRows<'_>, now_ms: i64, out: &mut Vec<Change>) {
         let now_ns = now_ms.saturating_mul(1_000_000);
+        let plan = self.plan(rows.database(), rows.table());
+        if plan.always.is_empty() && plan.idle.is_empty() {
+            return;
+        }
         // Which rows are newer than their device's newest, per device tag
         // (once per row, not per rule).
         let mut fresh: HashMap<&str, Vec<bool>> = HashMap::new();
-        for rule in &self.rules {
-            let c = &rule.config;
-            if c.database != rows.database() || c.table != rows.table() || matches!(rule.check, Check::Offline { .. }) {
-                continue;
-            }
-            if fresh.contains_key(c.device_tag.as_str()) {
-                continue;
-            }
-            let key = (c.database.clone(), c.table.clone(), c.device_tag.clone());
+        for tag in &plan.device_tags {
+            let key = (rows.database().to_string(), rows.table().to_string(), tag.clone());
             let newest = self.newest.entry(key).or_default();
-            let device_col = rows.column(&c.device_tag);
+            let device_col = rows.column(tag);
             let flags = (0..rows.len())
                 .map(|row| {
                     let device = device_key(rows, device_col, row);
@@ -277,15 +330,13 @@ impl Evaluator {
                     }
                 })
                 .collect();
-            fresh.insert(c.device_tag.as_str(), flags);
+            fresh.insert(tag.as_str(), flags);
         }
-        let start = self.first_rows(rows, now_ns);
-        for (r, first_row) in start.into_iter().enumerate() {
+        let start = self.first_rows(&plan, rows, now_ns);
+        let mut replan = false;
+        for (r, first_row) in start {
+            let was_idle = self.indexable(r) && !plan.always.contains(&r);
             let rule = &self.rules[r];
-            if rule.config.database != rows.database() || rule.config.table != rows.table() {
-                continue;
-            }
-            let Some(first_row) = first_row else { continue };
             let tag_columns: Vec<(usize, &str)> = rows.tag_columns().collect();
             let field_col = match &rule.check {
                 Check::Threshold { field, .. } | Check::Anomaly { field, .. } if !field.is_empty() => {
@@ -381,45 +432,35 @@ impl Evaluator {
                     map.remove(device.as_ref());
                 }
             }
+            if self.indexable(r) && was_idle != self.instances[r].is_empty() {
+                replan = true;
+            }
+        }
+        if replan {
+            self.plans.clear();
         }
     }
 
-    /// The row each rule's evaluation starts at (`None`: nothing to do).
-    ///
-    /// A threshold rule without instances only needs the rows from its
-    /// first match on (a row that does not match touches nothing). Such
-    /// rules are indexed by field and comparison, sorted by threshold, so
-    /// a row finds the rules it matches by a binary search: thousands of
-    /// idle rules cost a few comparisons a row, not one each.
-    fn first_rows(&self, rows: &CommittedRows<'_>, now_ns: i64) -> Vec<Option<usize>> {
+    /// The rules a batch goes to, each with the row its evaluation starts
+    /// at, in rule order: every rule of `plan.always` from the first row, and
+    /// each idle threshold rule from the first row that crosses its threshold
+    /// (a row that does not touches nothing), found by binary search.
+    fn first_rows(&self, plan: &TablePlan, rows: &CommittedRows<'_>, now_ns: i64) -> Vec<(usize, usize)> {
         use super::rule::Op;
-        let mut start = vec![Some(0); self.rules.len()];
-        // (field column, op) -> [(threshold, rule)], sorted by threshold.
-        let mut index: HashMap<(usize, Op), Vec<(f64, usize)>> = HashMap::new();
-        for (r, rule) in self.rules.iter().enumerate() {
-            if let Check::Threshold { field, op, value, .. } = &rule.check
-                && self.instances[r].is_empty()
-                && !matches!(op, Op::Eq | Op::Ne)
-            {
-                start[r] = None;
-                if let Some(c) = rows.column(field) {
-                    index.entry((c, *op)).or_default().push((*value, r));
-                }
-            }
-        }
-        if index.is_empty() {
+        let mut start: Vec<(usize, usize)> = plan.always.iter().map(|&r| (r, 0)).collect();
+        if plan.idle.is_empty() {
             return start;
         }
         let cutoff = now_ns.saturating_sub(self.backfill_cutoff_ns);
-        for list in index.values_mut() {
-            list.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
+        let lists: Vec<(usize, Op, &[(f64, usize)])> =
+            plan.idle.iter().filter_map(|(f, op, list)| Some((rows.column(f)?, *op, list.as_slice()))).collect();
+        let mut first: HashMap<usize, usize> = HashMap::new();
         for row in 0..rows.len() {
             if rows.time(row) < cutoff {
                 continue;
             }
-            for ((column, op), list) in &index {
-                let Some(v) = rows.field_at(*column, row).and_then(|f| f.as_f64()) else { continue };
+            for &(column, op, list) in &lists {
+                let Some(v) = rows.field_at(column, row).and_then(|f| f.as_f64()) else { continue };
                 // The rules whose threshold the value passes: a prefix (>, >=) or a suffix (<, <=).
                 let matched = match op {
                     Op::Gt => &list[..list.partition_point(|(t, _)| *t < v)],
@@ -429,10 +470,12 @@ impl Evaluator {
                     Op::Eq | Op::Ne => &[],
                 };
                 for &(_, r) in matched {
-                    start[r].get_or_insert(row);
+                    first.entry(r).or_insert(row);
                 }
             }
         }
+        start.extend(first);
+        start.sort_unstable();
         start
     }
 
@@ -481,7 +524,11 @@ impl Evaluator {
                     step(rule, inst, now_ms, false, out);
                 }
             }
+            let had = !self.instances[r].is_empty();
             self.instances[r].retain(|_, i| i.state != State::Inactive || i.run > 0);
+            if had && self.instances[r].is_empty() && self.indexable(r) {
+                self.plans.clear();
+            }
         }
     }
 
@@ -489,6 +536,7 @@ impl Evaluator {
     /// its instances and memory; the firing instances of a rule removed or
     /// changed are resolved (notified), its pending ones dropped.
     pub fn set_rules(&mut self, rules: Vec<Rule>, now_ms: i64, out: &mut Vec<Change>) {
+        self.plans.clear();
         let mut old: HashMap<String, RuleMemory> = HashMap::new();
         let taken = std::mem::take(&mut self.rules).into_iter().zip(
             std::mem::take(&mut self.instances)
@@ -565,6 +613,7 @@ impl Evaluator {
 
     /// Restores an instance from the journal (its rule must still exist).
     pub fn restore(&mut self, inst: Instance) {
+        self.plans.clear();
         if let Some(r) = self.rules.iter().position(|r| r.config.name == inst.rule) {
             if inst.last_time > i64::MIN {
                 let c = &self.rules[r].config;
@@ -837,6 +886,58 @@ mod tests {
         // `a` fired gt0..=gt50 at 50.5; at 10.0 gt10..=gt50 resolved (and le10..=le50 fired).
         let resolved = g.0.active().filter(|i| i.state == State::Resolved && i.device == "a").count();
         assert_eq!(resolved, 41);
+    }
+
+    /// Single-row writes (one MQTT message each) through the cached plans:
+    /// rules move between the idle index and the evaluated list as they gain
+    /// and lose instances, and the firing set always equals the naive answer.
+    #[test]
+    fn single_row_batches_through_cached_plans_match_the_naive_answer() {
+        let mut rules = Vec::new();
+        for i in 0..30 {
+            for (op, name) in [(">", "gt"), ("<=", "le")] {
+                rules.push(rule(RuleKind::Threshold, serde_json::json!({"field": "x", "op": op, "value": i * 5})));
+                let last = rules.last_mut().unwrap();
+                last.config.name = format!("{name}{i}");
+            }
+        }
+        let feed = std::sync::Arc::new(Feed(std::sync::Mutex::new((Evaluator::new(rules, i64::MAX), Vec::new()))));
+        let dir = tempfile::tempdir().unwrap();
+        let db = telemark_engine::Database::open(dir.path(), telemark_engine::Options::default()).unwrap();
+        db.add_write_observer(feed.clone());
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+        let mut last: BTreeMap<String, f64> = BTreeMap::new();
+        let mut seed: u64 = 7;
+        for k in 0..300i64 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let device = format!("d{}", (seed >> 33) % 5);
+            let v = ((seed >> 40) % 170) as f64 - 10.0;
+            let mut batch = telemark_engine::WriteBatch::new("t");
+            batch.row(now + k).tag("device_id", device.as_str()).field("x", v);
+            assert_eq!(db.write("db", &batch).unwrap().rows_written, 1);
+            last.insert(device, v);
+            let mut g = feed.0.lock().unwrap();
+            if k % 20 == 19 {
+                // Time passes: resolved instances go, their rules back to the idle index.
+                let mut out = Vec::new();
+                g.0.tick(chrono::Utc::now().timestamp_millis() + 3_600_000, &mut out);
+            }
+            let firing: std::collections::BTreeSet<(String, String)> =
+                g.0.active().filter(|i| i.state == State::Firing).map(|i| (i.rule.clone(), i.device.clone())).collect();
+            let mut expected = std::collections::BTreeSet::new();
+            for (device, &v) in &last {
+                for i in 0..30 {
+                    let t = f64::from(i * 5);
+                    if v > t {
+                        expected.insert((format!("gt{i}"), device.clone()));
+                    }
+                    if v <= t {
+                        expected.insert((format!("le{i}"), device.clone()));
+                    }
+                }
+            }
+            assert_eq!(firing, expected, "after write {k}");
+        }
     }
 
     #[test]
