@@ -205,6 +205,9 @@ pub struct Evaluator {
     plans: HashMap<String, HashMap<String, std::sync::Arc<TablePlan>>>,
 }
 
+/// Idle threshold rules of one field and comparison: (threshold, rule), sorted by threshold.
+type Thresholds = Vec<(f64, usize)>;
+
 /// The rules a table's batches go to, so a batch costs in proportion to its
 /// rows and the rules they cross, not to every rule there is.
 #[derive(Debug, Default)]
@@ -215,7 +218,7 @@ struct TablePlan {
     always: Vec<usize>,
     /// Threshold rules without instances, by field and comparison, sorted by
     /// threshold: a row that crosses none of them touches nothing.
-    idle: Vec<(String, super::rule::Op, Vec<(f64, usize)>)>,
+    idle: Vec<(String, super::rule::Op, Thresholds)>,
 }
 
 /// FNV-1a, 64 bit: stable across Rust releases and platforms.
@@ -452,8 +455,8 @@ impl Evaluator {
             return start;
         }
         let cutoff = now_ns.saturating_sub(self.backfill_cutoff_ns);
-        let lists: Vec<(usize, Op, &[(f64, usize)])> =
-            plan.idle.iter().filter_map(|(f, op, list)| Some((rows.column(f)?, *op, list.as_slice()))).collect();
+        let lists: Vec<(usize, Op, &Thresholds)> =
+            plan.idle.iter().filter_map(|(f, op, list)| Some((rows.column(f)?, *op, list))).collect();
         let mut first: HashMap<usize, usize> = HashMap::new();
         for row in 0..rows.len() {
             if rows.time(row) < cutoff {
