@@ -99,6 +99,71 @@ def timed(fn, runs):
     return statistics.median(samples), result
 
 
+def percentiles(samples):
+    samples = sorted(samples)
+    at = lambda p: samples[min(len(samples) - 1, int(len(samples) * p))] * 1000  # noqa: E731
+    return at(0.5), at(0.99)
+
+
+def small_query_latency(flight, clients, devices, start_ns, span_ns):
+    """Round trips of `SELECT 1` from one client, and a Grafana-style panel query (1-minute
+    averages of one truck over one hour, a different truck per client) from `clients` clients at
+    once, each on its own connection: p50 and p99 over every query run."""
+    import threading
+    kwargs = {"adbc.flight.sql.rpc.call_header.database": "fleet"}
+    out = {}
+    with flightsql.connect(uri=flight, db_kwargs=kwargs) as conn, conn.cursor() as cur:
+        lat = []
+        for _ in range(20):
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        for _ in range(300):
+            t = time.perf_counter()
+            cur.execute("SELECT 1")
+            cur.fetchall()
+            lat.append(time.perf_counter() - t)
+        out["SELECT 1, one client"] = percentiles(lat)
+    per_client = []
+    errors = []
+    barrier = threading.Barrier(clients)
+
+    def client(i):
+        try:
+            one_client(i)
+        except BaseException as e:  # noqa: BLE001 - reported below, in the main thread
+            errors.append(e)
+            barrier.abort()
+
+    def one_client(i):
+        truck = f"truck-{(i * 37) % devices}"
+        sql = (f"SELECT time_bucket(INTERVAL '1 minute', time) AS t, avg(velocity) AS v FROM readings "
+               f"WHERE name = '{truck}' AND time >= to_timestamp_nanos({start_ns}) "
+               f"AND time < to_timestamp_nanos({start_ns + span_ns}) GROUP BY t ORDER BY t")
+        lat = []
+        with flightsql.connect(uri=flight, db_kwargs=kwargs) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            cur.fetchall()
+            barrier.wait()
+            for _ in range(50):
+                t = time.perf_counter()
+                cur.execute(sql)
+                rows = cur.fetchall()
+                lat.append(time.perf_counter() - t)
+                assert len(rows) == 60, len(rows)
+        per_client.append(lat)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    out[f"panel query (1 truck, 1 h, 1-min averages), {clients} clients at once"] = percentiles(
+        [x for lat in per_client for x in lat])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -106,6 +171,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bin", default=str(pathlib.Path(__file__).resolve().parents[2] / "target" / "release" / "telemark"))
     ap.add_argument("--json", help="also write results here")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent clients for the panel-latency test")
     args = ap.parse_args()
     steps = args.rows // args.devices
     rng = np.random.default_rng(42)
@@ -172,6 +238,7 @@ def main():
                     where = dsql.split(" FROM readings", 1)[1].split(" GROUP BY")[0]
                     scanned = duck.execute(f"SELECT count(*) FROM readings {where}").fetchone()[0]
                     results.append({"query": name, "telemark_ms": t_s * 1000, "duckdb_ms": d_s * 1000, "rows": len(t_rows), "scanned": scanned})
+            small = small_query_latency(flight, args.clients, args.devices, one_hour_from, hour)
         finally:
             stop(proc)
         t_bytes = dir_bytes(data_dir)
@@ -188,8 +255,11 @@ def main():
     print(f"| ingest rows/s (ADBC Flight SQL vs in-process insert) | {rows / ingest_s:,.0f} | {rows / duck_s:,.0f} | {(rows / ingest_s) / (rows / duck_s):.2f} |")
     print(f"| bytes on disk | {t_bytes:,} | {d_bytes:,} | {t_bytes / d_bytes:.2f} |")
     print(f"| bytes per stored value (time + 3 fields) | {t_bytes / values:.2f} | {d_bytes / values:.2f} | |")
+    print(f"\n| small queries over Flight SQL (ADBC) | p50 (ms) | p99 (ms) |\n|---|---|---|")
+    for label, (p50, p99) in small.items():
+        print(f"| {label} | {p50:.2f} | {p99:.2f} |")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"rows": rows, "queries": results, "telemark_bytes": t_bytes, "duckdb_bytes": d_bytes}, indent=2))
+        pathlib.Path(args.json).write_text(json.dumps({"rows": rows, "queries": results, "telemark_bytes": t_bytes, "duckdb_bytes": d_bytes, "small": small}, indent=2))
 
 
 if __name__ == "__main__":
