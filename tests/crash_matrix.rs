@@ -224,6 +224,7 @@ fn check(dir: &Path, base: i64, log: &Log, label: &str) {
     let got = read_rows(&db);
     let matching: Vec<&Model> = alternatives.iter().filter(|m| m.rows == got).collect();
     assert!(!matching.is_empty(), "{label}: after reopen, {}", diff(&alternatives[0].rows, &got));
+    check_last_values(&db, &got, &format!("{label}, after reopen"));
     check_backup(dir, base, log, label);
 
     let report = db.compact().unwrap_or_else(|e| panic!("{label}: compaction after reopen failed: {e}"));
@@ -256,6 +257,7 @@ fn check(dir: &Path, base: i64, log: &Log, label: &str) {
     verify(&db, dir, &format!("{label}, after the second reopen"));
     let again = read_rows(&db);
     assert!(again == got, "{label}: the second reopen changed the answer: {}", diff(&got, &again));
+    check_last_values(&db, &again, &format!("{label}, after the second reopen"));
 }
 
 /// The newest complete backup restores to the rows as of the last backup
@@ -323,6 +325,26 @@ fn read_rows(db: &Database) -> Rows {
     out
 }
 
+/// The last-value cache agrees with the rows: each device's newest row, per field.
+fn check_last_values(db: &Database, rows: &Rows, label: &str) {
+    let mut expected: BTreeMap<u8, (i64, i64, u64)> = BTreeMap::new();
+    for (&(d, t), &(id, v)) in rows {
+        expected.insert(d, (t, id, v)); // rows iterate by (device, time): the last one per device is the newest
+    }
+    let b = db.last_values(DATABASE, TABLE, &[], Some(&["device".into(), "time".into(), "id".into(), "v".into()]));
+    let b = b.unwrap_or_else(|e| panic!("{label}: last values: {e}"));
+    let device = b.column(0).as_string_view();
+    let time = b.column(1).as_primitive::<TimestampNanosecondType>();
+    let id = b.column(2).as_primitive::<Int64Type>();
+    let v = b.column(3).as_primitive::<Float64Type>();
+    let mut got = BTreeMap::new();
+    for r in 0..b.num_rows() {
+        let d: u8 = device.value(r).strip_prefix('d').and_then(|d| d.parse().ok()).unwrap();
+        got.insert(d, (time.value(r), id.value(r), v.value(r).to_bits()));
+    }
+    assert_eq!(got, expected, "{label}: the last-value cache (device -> time, id, v bits) against the rows");
+}
+
 /// The first differences between what was expected and what a scan returned.
 fn diff(expected: &Rows, got: &Rows) -> String {
     let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(k)).take(8).collect();
@@ -354,6 +376,7 @@ macro_rules! crash_tests {
 crash_tests! {
     crash_after_flush_segments_written: "flush.segments_written",
     crash_after_flush_manifest_stored: "flush.manifest_stored",
+    crash_after_flush_last_values_saved: "flush.last_values_saved",
     crash_after_compaction_output_written: "compaction.output_written",
     crash_after_compaction_manifest_swapped: "compaction.manifest_swapped",
     crash_after_compaction_inputs_deleted: "compaction.inputs_deleted",
