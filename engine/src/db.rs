@@ -679,27 +679,20 @@ impl Database {
         if !self.inner.last_values.enabled() {
             return Err(Error::InvalidInput("the last-value cache is off (Options::last_value_cache = false)".into()));
         }
-        let schema = self.table_schema(database, table).ok_or_else(|| Error::NotFound {
-            what: "table",
-            name: format!("{database}.{table}"),
-            hint: String::new(),
-        })?;
-        let cutoff =
-            crate::retention::cutoff(&read(&self.inner.retention), database, table, crate::delete::now_nanos());
-        self.inner.last_values.read(database, table, &schema, filters, &[], projection, cutoff, false)
+        self.read_last_values(database, table, filters, &[], projection, false)
     }
 
-    /// The last-value cache of `table` as rows of one value each (see
-    /// [`crate::lastvalue`]): what an aggregate of `last(x, time)` grouped by
-    /// tags reads in place of the table's rows.
-    #[cfg(feature = "sql")]
-    pub(crate) fn last_value_cells(
+    /// The last-value cache of `table`: one row per series, or with `cells`
+    /// one row per cached value (what an aggregate of `last(x, time)` grouped
+    /// by tags reads in place of the table's rows; see [`crate::lastvalue`]).
+    pub(crate) fn read_last_values(
         &self,
         database: &str,
         table: &str,
         filters: &[crate::TagFilter],
         required: &[String],
-        projection: &[String],
+        projection: Option<&[String]>,
+        cells: bool,
     ) -> Result<arrow_array::RecordBatch> {
         let schema = self.table_schema(database, table).ok_or_else(|| Error::NotFound {
             what: "table",
@@ -708,7 +701,7 @@ impl Database {
         })?;
         let cutoff =
             crate::retention::cutoff(&read(&self.inner.retention), database, table, crate::delete::now_nanos());
-        self.inner.last_values.read(database, table, &schema, filters, required, Some(projection), cutoff, true)
+        self.inner.last_values.read(database, table, &schema, filters, required, projection, cutoff, cells)
     }
 
     /// True if the last-value cache is on and holds every series exactly

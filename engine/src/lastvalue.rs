@@ -714,6 +714,19 @@ impl OutColumn {
     }
 }
 
+/// A tag's value in a scanned batch (tags are `Utf8View`, or `Utf8`).
+fn tag_at(col: &ArrayRef, row: usize) -> Option<&str> {
+    use arrow_array::cast::AsArray;
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Utf8View => Some(col.as_string_view().value(row)),
+        DataType::Utf8 => Some(col.as_string::<i32>().value(row)),
+        _ => None,
+    }
+}
+
 /// Offers the rows of a scanned batch (rows come grouped by series).
 fn fold_batch(table: &TableCache, schema: &TableSchema, batch: &RecordBatch, keep: &impl Fn(&SeriesKey) -> bool) {
     use arrow_array::cast::AsArray;
@@ -732,16 +745,6 @@ fn fold_batch(table: &TableCache, schema: &TableSchema, batch: &RecordBatch, kee
             None => {}
         }
     }
-    let tag_at = |col: &ArrayRef, row: usize| -> Option<String> {
-        if col.is_null(row) {
-            return None;
-        }
-        match col.data_type() {
-            DataType::Utf8View => Some(col.as_string_view().value(row).to_string()),
-            DataType::Utf8 => Some(col.as_string::<i32>().value(row).to_string()),
-            _ => None,
-        }
-    };
     let value_at = |col: &ArrayRef, row: usize| -> Option<Value> {
         if col.is_null(row) {
             return None;
@@ -755,21 +758,30 @@ fn fold_batch(table: &TableCache, schema: &TableSchema, batch: &RecordBatch, kee
             _ => return None,
         })
     };
-    let mut current: Option<(SeriesKey, bool)> = None;
-    for row in 0..batch.num_rows() {
-        let key = SeriesKey::new(tags.iter().filter_map(|(n, c)| Some((n.to_string(), tag_at(c, row)?))).collect());
-        if current.as_ref().is_none_or(|(k, _)| *k != key) {
-            let wanted = keep(&key);
-            current = Some((key, wanted));
+    // Rows come grouped by series and in time order within one: offer each
+    // field's last non-null value of every run of a series, once.
+    let key_at = |row: usize| {
+        SeriesKey::new(tags.iter().filter_map(|(n, c)| Some((n.to_string(), tag_at(c, row)?.to_string()))).collect())
+    };
+    let same_series = |key: &SeriesKey, row: usize| tags.iter().all(|(n, c)| tag_at(c, row) == key.get(n));
+    let mut start = 0;
+    while start < batch.num_rows() {
+        let key = key_at(start);
+        let mut end = start + 1;
+        while end < batch.num_rows() && same_series(&key, end) {
+            end += 1;
         }
-        let Some((key, true)) = &current else { continue };
-        let t = times.value(row);
-        let (shard, hash) = table.shard(key);
-        let mut shard = write(shard);
-        let r = shard.row(key, hash);
-        for (id, col) in &fields {
-            r.offer(*id, t, fields.len(), || value_at(col, row));
+        if keep(&key) {
+            let (shard, hash) = table.shard(&key);
+            let mut shard = write(shard);
+            let r = shard.row(&key, hash);
+            for (id, col) in &fields {
+                if let Some(row) = (start..end).rev().find(|&row| !col.is_null(row)) {
+                    r.offer(*id, times.value(row), fields.len(), || value_at(col, row));
+                }
+            }
         }
+        start = end;
     }
 }
 

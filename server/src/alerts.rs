@@ -26,14 +26,7 @@ use crate::errors::{ApiError, Kind};
 use crate::server::AppState;
 
 use crate::admin::principal;
-
-fn respond(state: &AppState, result: Result<Response, ApiError>) -> Response {
-    state.metrics.request("http");
-    result.unwrap_or_else(|e| {
-        state.metrics.error("http", e.kind);
-        e.into_response()
-    })
-}
+use crate::http::respond;
 
 fn alerts(state: &AppState) -> Result<&Arc<Alerts>, ApiError> {
     state.alerts.get().ok_or_else(|| ApiError::new(Kind::Unavailable, "alerting is not running"))

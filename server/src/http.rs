@@ -238,14 +238,16 @@ impl Format {
 }
 
 async fn run_query(state: Arc<AppState>, headers: HeaderMap, params: QueryParams) -> Response {
+    respond(&state, query(&state, &headers, params).await)
+}
+
+/// Counts an HTTP request and, if it failed, the error; the error as JSON.
+pub(crate) fn respond(state: &AppState, result: Result<Response, ApiError>) -> Response {
     state.metrics.request("http");
-    match query(&state, &headers, params).await {
-        Ok(r) => r,
-        Err(e) => {
-            state.metrics.error("http", e.kind);
-            e.into_response()
-        }
-    }
+    result.unwrap_or_else(|e| {
+        state.metrics.error("http", e.kind);
+        e.into_response()
+    })
 }
 
 async fn query(state: &Arc<AppState>, headers: &HeaderMap, params: QueryParams) -> Result<Response, ApiError> {

@@ -22,14 +22,7 @@ pub(crate) async fn last_values(
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    state.metrics.request("http");
-    match answer(&state, &headers, params).await {
-        Ok(r) => r,
-        Err(e) => {
-            state.metrics.error("http", e.kind);
-            e.into_response()
-        }
-    }
+    crate::http::respond(&state, answer(&state, &headers, params).await)
 }
 
 async fn answer(

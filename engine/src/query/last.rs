@@ -10,7 +10,6 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::tree_node::Transformed;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -58,85 +57,7 @@ impl TableFunctionImpl for LastValuesFunction {
             .flatten()
             .ok_or_else(|| DataFusionError::Plan(format!("last_values: table '{database}.{table}' not found")))?;
         let inner = TelemarkTable::new(self.db.clone(), &database, &table, schema, false);
-        Ok(Arc::new(LastValuesTable { arrow: inner.schema(), inner, database, table }))
-    }
-}
-
-/// The rows of `last_values(...)`.
-#[derive(Debug)]
-struct LastValuesTable {
-    inner: TelemarkTable,
-    database: String,
-    table: String,
-    arrow: SchemaRef,
-}
-
-impl LastValuesTable {
-    fn tag_filters(&self, e: &Expr) -> Option<Vec<TagFilter>> {
-        self.inner
-            .classify(e)?
-            .into_iter()
-            .map(|p| match p {
-                Pushed::Tag(tag, values) => Some(TagFilter { tag, values }),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl TableProvider for LastValuesTable {
-    fn schema(&self) -> SchemaRef {
-        self.arrow.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| match self.tag_filters(f) {
-                Some(_) => TableProviderFilterPushDown::Exact,
-                None => TableProviderFilterPushDown::Unsupported,
-            })
-            .collect())
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut tags: Vec<TagFilter> = Vec::new();
-        for f in filters.iter().filter_map(|f| self.tag_filters(f)).flatten() {
-            // Two filters on one tag: keep the intersection.
-            match tags.iter_mut().find(|t| t.tag == f.tag) {
-                Some(t) => t.values.retain(|v| f.values.contains(v)),
-                None => tags.push(f),
-            }
-        }
-        let all: Vec<usize> = (0..self.arrow.fields().len()).collect();
-        let wanted = projection.unwrap_or(&all);
-        let mut names: Vec<String> =
-            wanted.iter().filter_map(|&i| self.arrow.fields().get(i).map(|f| f.name().clone())).collect();
-        // `COUNT(*)` projects nothing: read `time` for the row count.
-        if names.is_empty() {
-            names.push(TIME_COLUMN.to_string());
-        }
-        let batch = self.inner_db().last_values(&self.database, &self.table, &tags, Some(&names)).map_err(external)?;
-        let keep: Vec<usize> = if wanted.is_empty() { Vec::new() } else { (0..names.len()).collect() };
-        let exec = MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], batch.schema(), Some(keep))?;
-        Ok(exec)
-    }
-}
-
-impl LastValuesTable {
-    fn inner_db(&self) -> &Database {
-        self.inner.db()
+        Ok(Arc::new(CacheTable { inner, cells: false }))
     }
 }
 
@@ -174,7 +95,7 @@ impl OptimizerRule for LastValueRewrite {
 }
 
 /// The cache's table for `scan`, if `agg` over it has the shape the cache answers.
-fn rewritable(agg: &Aggregate, scan: &TableScan) -> Option<LastCellsTable> {
+fn rewritable(agg: &Aggregate, scan: &TableScan) -> Option<CacheTable> {
     if scan.fetch.is_some() || agg.aggr_expr.is_empty() {
         return None;
     }
@@ -220,27 +141,45 @@ fn rewritable(agg: &Aggregate, scan: &TableScan) -> Option<LastCellsTable> {
             return None;
         }
     }
-    Some(table.cells())
+    Some(CacheTable { inner: table.reopened(), cells: true })
 }
 
-/// A table's last-value cache, one row per cached value (see [`LastValueRewrite`]).
+/// A table's last-value cache as a table: one row per series
+/// (`last_values(...)`), or one row per cached value (`cells`, what
+/// [`LastValueRewrite`] reads). Tag `=` / `IN` / `IS NOT NULL` filters are
+/// pushed into the cache's tag index; anything else stays above the scan.
 #[derive(Debug)]
-pub(crate) struct LastCellsTable {
+pub(crate) struct CacheTable {
     pub(crate) inner: TelemarkTable,
+    pub(crate) cells: bool,
+}
+
+impl CacheTable {
+    /// The tag filters and required tags `e` stands for, if it is only those.
+    fn pushed(&self, e: &Expr) -> Option<Vec<Pushed>> {
+        let pushed = self.inner.classify(e)?;
+        pushed.iter().all(|p| matches!(p, Pushed::Tag(..) | Pushed::Present(_))).then_some(pushed)
+    }
 }
 
 #[async_trait]
-impl TableProvider for LastCellsTable {
+impl TableProvider for CacheTable {
     fn schema(&self) -> SchemaRef {
         self.inner.schema()
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        if self.cells { TableType::Base } else { TableType::Temporary }
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        Ok(filters
+            .iter()
+            .map(|f| match self.pushed(f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -252,28 +191,33 @@ impl TableProvider for LastCellsTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut tags: Vec<TagFilter> = Vec::new();
         let mut required: Vec<String> = Vec::new();
-        for p in filters.iter().filter_map(|f| self.inner.classify(f)).flatten() {
+        for p in filters.iter().filter_map(|f| self.pushed(f)).flatten() {
             match p {
+                // Two filters on one tag: keep the intersection.
                 Pushed::Tag(tag, values) => match tags.iter_mut().find(|t| t.tag == tag) {
                     Some(t) => t.values.retain(|v| values.contains(v)),
                     None => tags.push(TagFilter { tag, values }),
                 },
                 Pushed::Present(tag) => required.push(tag),
-                // Never pushed here: the rewrite takes only tag filters.
-                Pushed::From(_) | Pushed::Until(_) => {
-                    return Err(DataFusionError::Internal("a time filter on the last-value cache".into()));
-                }
+                Pushed::From(_) | Pushed::Until(_) => {}
             }
         }
         let arrow = self.inner.schema();
         let all: Vec<usize> = (0..arrow.fields().len()).collect();
-        let names: Vec<String> = projection
-            .unwrap_or(&all)
-            .iter()
-            .filter_map(|&i| arrow.fields().get(i).map(|f| f.name().clone()))
-            .collect();
+        let wanted = projection.unwrap_or(&all);
+        let mut names: Vec<String> =
+            wanted.iter().filter_map(|&i| arrow.fields().get(i).map(|f| f.name().clone())).collect();
+        // `COUNT(*)` projects nothing: read `time` for the row count, then drop it.
+        if names.is_empty() {
+            names.push(TIME_COLUMN.to_string());
+        }
         let (database, table) = self.inner.names();
-        let batch = self.inner.db().last_value_cells(database, table, &tags, &required, &names).map_err(external)?;
+        let batch = self
+            .inner
+            .db()
+            .read_last_values(database, table, &tags, &required, Some(&names), self.cells)
+            .map_err(external)?;
+        let batch = if wanted.is_empty() { batch.project(&[])? } else { batch };
         Ok(Arc::new(LastValueCacheExec::new(format!("{database}.{table}"), tags, required, batch)))
     }
 }

@@ -101,11 +101,9 @@ impl TelemarkTable {
         &self.db
     }
 
-    /// The same table read from the last-value cache (see [`super::last`]).
-    pub(crate) fn cells(&self) -> super::last::LastCellsTable {
-        super::last::LastCellsTable {
-            inner: TelemarkTable::new(self.db.clone(), &self.database, &self.table, self.schema.clone(), false),
-        }
+    /// A read-only copy (for the last-value cache's table, see [`super::last`]).
+    pub(crate) fn reopened(&self) -> TelemarkTable {
+        TelemarkTable::new(self.db.clone(), &self.database, &self.table, self.schema.clone(), false)
     }
 
     pub(crate) fn is_tag(&self, name: &str) -> bool {

@@ -735,6 +735,19 @@ mod tests {
         Rule::compile(&serde_json::from_value::<RuleConfig>(v).unwrap()).unwrap()
     }
 
+    /// Rules `gt{i}` (`x > i * step`) and `le{i}` (`x <= i * step`) for i in 0..n.
+    fn gt_le_rules(n: i32, step: i32) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for i in 0..n {
+            for (op, name) in [(">", "gt"), ("<=", "le")] {
+                let mut r = rule(RuleKind::Threshold, serde_json::json!({"field": "x", "op": op, "value": i * step}));
+                r.config.name = format!("{name}{i}");
+                rules.push(r);
+            }
+        }
+        rules
+    }
+
     fn inst(r: &Rule) -> Instance {
         new_instance(r, "d", BTreeMap::new())
     }
@@ -851,14 +864,7 @@ mod tests {
     #[test]
     fn indexed_idle_rules_fire_exactly_the_matching_ones() {
         // 200 rules `x > i` and 200 rules `x <= i` for i in 0..200; rows of several devices.
-        let mut rules = Vec::new();
-        for i in 0..200 {
-            for (op, name) in [(">", "gt"), ("<=", "le")] {
-                rules.push(rule(RuleKind::Threshold, serde_json::json!({"field": "x", "op": op, "value": i})));
-                let last = rules.last_mut().unwrap();
-                last.config.name = format!("{name}{i}");
-            }
-        }
+        let rules = gt_le_rules(200, 1);
         let feed = std::sync::Arc::new(Feed(std::sync::Mutex::new((Evaluator::new(rules, i64::MAX), Vec::new()))));
         let dir = tempfile::tempdir().unwrap();
         let db = telemark_engine::Database::open(dir.path(), telemark_engine::Options::default()).unwrap();
@@ -896,14 +902,7 @@ mod tests {
     /// and lose instances, and the firing set always equals the naive answer.
     #[test]
     fn single_row_batches_through_cached_plans_match_the_naive_answer() {
-        let mut rules = Vec::new();
-        for i in 0..30 {
-            for (op, name) in [(">", "gt"), ("<=", "le")] {
-                rules.push(rule(RuleKind::Threshold, serde_json::json!({"field": "x", "op": op, "value": i * 5})));
-                let last = rules.last_mut().unwrap();
-                last.config.name = format!("{name}{i}");
-            }
-        }
+        let rules = gt_le_rules(30, 5);
         let feed = std::sync::Arc::new(Feed(std::sync::Mutex::new((Evaluator::new(rules, i64::MAX), Vec::new()))));
         let dir = tempfile::tempdir().unwrap();
         let db = telemark_engine::Database::open(dir.path(), telemark_engine::Options::default()).unwrap();
