@@ -192,6 +192,8 @@ pub(crate) struct Inner {
     observers: RwLock<Vec<Arc<dyn crate::observe::WriteObserver>>>,
     /// The newest value of every field per series; see [`crate::lastvalue`].
     pub(crate) last_values: crate::lastvalue::LastValues,
+    /// Rollup rules and their dirty buckets; see [`crate::rollup`].
+    pub(crate) rollups: crate::rollup::Rollups,
 }
 
 /// Storage taken by one column of a table in segment files; see [`Database::storage`].
@@ -352,8 +354,15 @@ impl Database {
         let snapshot_seq = last_values.load(&dir, &catalog);
         let cached = snapshot_seq.unwrap_or(0);
         let mut first_replayed: Option<u64> = None;
+        let rollups = crate::rollup::Rollups::new(&options.rollups)?;
+        rollups.load(&dir)?;
         let replay = crate::wal::replay(&wal_dir, &backend, ReplayMode::Strict, |seq, entry| {
             first_replayed.get_or_insert(seq);
+            // Even flushed records: their marks may not have been saved before the crash.
+            match &entry {
+                WalEntry::Write(w) => rollups.wrote(&w.database, &w.table, &w.times),
+                WalEntry::Delete(t) => rollups.deleted(&t.database, &t.table, t.start, t.end),
+            }
             if seq <= flushed {
                 // In segments already; the last-value snapshot may predate it.
                 if seq > cached {
@@ -441,6 +450,7 @@ impl Database {
             _dir_lock: dir_lock,
             observers: RwLock::new(Vec::new()),
             last_values,
+            rollups,
             options,
         });
         if inner.last_values.enabled() {
@@ -498,15 +508,7 @@ impl Database {
     /// schema are rejected (see [`WriteOutcome::rejected`]); the others are
     /// durable and visible to scans when this returns.
     pub fn write(&self, database: &str, batch: &WriteBatch) -> Result<WriteOutcome> {
-        self.inner.check_writable()?;
-        self.inner.wait_for_room()?;
-        let (prepared, mut outcome) = self.inner.prepare(database, batch)?;
-        if let Some((w, bytes)) = prepared {
-            outcome.rows_written = w.times.len();
-            self.inner.commit(vec![(WalEntry::Write(w), bytes)])?;
-            self.inner.flush_if_full();
-        }
-        Ok(outcome)
+        self.inner.write(database, batch)
     }
 
     /// Writes several batches, each into `database` of its pair, sharing one
@@ -568,44 +570,7 @@ impl Database {
     /// Rows written after it are not affected. Compaction later removes the
     /// rows from the segment files; [`Database::deletes`] tells when.
     pub fn delete(&self, database: &str, request: &DeleteRequest) -> Result<DeleteOutcome> {
-        self.inner.check_writable()?;
-        request.validate(database)?;
-        let schema = self.table_schema(database, &request.table).ok_or_else(|| Error::NotFound {
-            what: "table",
-            name: format!("{database}.{}", request.table),
-            hint: String::new(),
-        })?;
-        for f in &request.tag_filters {
-            match schema.id_of(&f.tag).and_then(|id| schema.column(id)) {
-                Some(def) if def.kind != ColumnKind::Tag => {
-                    return Err(Error::InvalidInput(format!(
-                        "delete from {database}.{}: column `{}` is {}, not a tag; a delete selects rows by tags and time only",
-                        request.table,
-                        f.tag,
-                        def.kind.with_article()
-                    )));
-                }
-                _ => {} // an unknown tag matches nothing
-            }
-        }
-        let mut count = ScanRequest::new(database, &request.table).project(["time"]);
-        count.tag_filters = request.tag_filters.clone();
-        count.start = request.start;
-        count.end = request.end;
-        let mut rows_matched = 0u64;
-        for b in self.scan(&count)? {
-            rows_matched += b?.num_rows() as u64;
-        }
-        let t = Tombstone::from_request(0, database, request, rows_matched);
-        let bytes = crate::wal::format::entry_len_estimate(&WalEntry::Delete(t.clone()));
-        let seq = self.inner.commit(vec![(WalEntry::Delete(t), bytes)])?;
-        crate::failpoint::hit("delete.logged");
-        self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
-        // The deleted rows may have held series' newest values: rescan those series.
-        if let Err(e) = self.inner.last_values.refresh(&self.inner, database, &request.table) {
-            tracing::warn!(error = %e, database, table = %request.table, "refreshing last values after a delete failed; they are refreshed at the next open");
-        }
-        Ok(DeleteOutcome { seq, rows_matched })
+        self.inner.delete(database, request)
     }
 
     /// Deletes of `database` (every database if `None`): those whose rows may
@@ -814,6 +779,26 @@ impl Database {
         self.inner.scan(request)
     }
 
+    /// Recomputes the rollup buckets that writes and deletes made dirty (the
+    /// background flush thread does this about once a second); see [`crate::rollup`].
+    pub fn refresh_rollups(&self) -> Result<crate::rollup::RollupReport> {
+        self.inner.refresh_rollups(None)
+    }
+
+    /// Recomputes the dirty buckets of `rule` in `[start, end)`, before a query reads them.
+    pub(crate) fn refresh_rollup_range(&self, rule: &crate::rollup::RollupRule, start: i64, end: i64) -> Result<()> {
+        let rollups = &self.inner.rollups;
+        match rollups.by_target(&rule.database, &rule.target) {
+            Some(r) if rollups.dirty_in(r, start, end) => self.inner.refresh_rollup(r, Some((start, end))).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The rollup rules.
+    pub fn rollups(&self) -> Vec<crate::rollup::RollupRule> {
+        self.inner.rollups.all().iter().map(|r| r.rule.clone()).collect()
+    }
+
     /// Moves everything in the write buffer into segment files and trims the WAL.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush()
@@ -850,7 +835,7 @@ impl Database {
 
     /// The schema of a table.
     pub fn table_schema(&self, database: &str, table: &str) -> Option<TableSchema> {
-        read(&self.inner.catalog).get(database)?.get(table).cloned()
+        self.inner.table_schema(database, table)
     }
 
     /// Bytes each column of each table of `database` takes in segment files
@@ -1015,6 +1000,63 @@ fn resolve_replayed<'a>(
 }
 
 impl Inner {
+    pub(crate) fn write(&self, database: &str, batch: &WriteBatch) -> Result<WriteOutcome> {
+        self.check_writable()?;
+        self.wait_for_room()?;
+        let (prepared, mut outcome) = self.prepare(database, batch)?;
+        if let Some((w, bytes)) = prepared {
+            outcome.rows_written = w.times.len();
+            self.commit(vec![(WalEntry::Write(w), bytes)])?;
+            self.flush_if_full();
+        }
+        Ok(outcome)
+    }
+
+    pub(crate) fn delete(&self, database: &str, request: &DeleteRequest) -> Result<DeleteOutcome> {
+        self.check_writable()?;
+        request.validate(database)?;
+        let schema = self.table_schema(database, &request.table).ok_or_else(|| Error::NotFound {
+            what: "table",
+            name: format!("{database}.{}", request.table),
+            hint: String::new(),
+        })?;
+        for f in &request.tag_filters {
+            match schema.id_of(&f.tag).and_then(|id| schema.column(id)) {
+                Some(def) if def.kind != ColumnKind::Tag => {
+                    return Err(Error::InvalidInput(format!(
+                        "delete from {database}.{}: column `{}` is {}, not a tag; a delete selects rows by tags and time only",
+                        request.table,
+                        f.tag,
+                        def.kind.with_article()
+                    )));
+                }
+                _ => {} // an unknown tag matches nothing
+            }
+        }
+        let mut count = ScanRequest::new(database, &request.table).project(["time"]);
+        count.tag_filters = request.tag_filters.clone();
+        count.start = request.start;
+        count.end = request.end;
+        let mut rows_matched = 0u64;
+        for b in self.scan(&count)? {
+            rows_matched += b?.num_rows() as u64;
+        }
+        let t = Tombstone::from_request(0, database, request, rows_matched);
+        let bytes = crate::wal::format::entry_len_estimate(&WalEntry::Delete(t.clone()));
+        let seq = self.commit(vec![(WalEntry::Delete(t), bytes)])?;
+        crate::failpoint::hit("delete.logged");
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        // The deleted rows may have held series' newest values: rescan those series.
+        if let Err(e) = self.last_values.refresh(self, database, &request.table) {
+            tracing::warn!(error = %e, database, table = %request.table, "refreshing last values after a delete failed; they are refreshed at the next open");
+        }
+        Ok(DeleteOutcome { seq, rows_matched })
+    }
+
+    pub(crate) fn table_schema(&self, database: &str, table: &str) -> Option<TableSchema> {
+        read(&self.catalog).get(database)?.get(table).cloned()
+    }
+
     pub(crate) fn poisoned(&self) -> Option<String> {
         read(&self.poisoned).clone()
     }
@@ -1345,10 +1387,12 @@ impl Inner {
                     };
                     let mut cache = self.last_values.writer(w, schema);
                     state.active.apply(p.seq, w, schema, |key, rows| cache.series(key, rows));
+                    self.rollups.wrote(&w.database, &w.table, &w.times);
                     self.counters.rows_written.fetch_add(w.times.len() as u64, Ordering::Relaxed);
                 }
                 WalEntry::Delete(t) => {
                     self.last_values.delete(t);
+                    self.rollups.deleted(&t.database, &t.table, t.start, t.end);
                     state.apply_delete(p.seq, t.clone())
                 }
             }
@@ -1503,6 +1547,8 @@ impl Inner {
             tracing::warn!(error = %e, "writing the last-value snapshot failed; the next open rebuilds the cache by scanning");
         }
         crate::failpoint::hit("flush.last_values_saved");
+        // The rollup marks the WAL files about to go made.
+        self.rollups.save(self.backend.as_ref(), &self.dir)?;
         self.trim_wal(flushed_seq)?;
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         let (m, cv) = &self.room;
@@ -1797,6 +1843,11 @@ fn background_flush(weak: Weak<Inner>) {
         };
         if due && let Err(e) = inner.flush() {
             tracing::error!(error = %e, "background flush failed");
+        }
+        if !inner.rollups.is_empty()
+            && let Err(e) = inner.refresh_rollups(None)
+        {
+            tracing::error!(error = %e, "recomputing rollups failed; retrying in a second");
         }
     }
 }

@@ -75,6 +75,7 @@ mod options;
 #[cfg(feature = "sql")]
 pub mod query;
 pub mod retention;
+pub mod rollup;
 mod scan;
 mod schema;
 mod segment;
@@ -91,6 +92,7 @@ pub use delete::{DeleteOutcome, DeleteRequest, Tombstone};
 pub use error::{Error, Result};
 pub use options::{CompactionOptions, Durability, Options};
 pub use retention::{RetentionRule, format_duration, parse_duration};
+pub use rollup::{RollupReport, RollupRule};
 pub use scan::{ScanRequest, ScanStream, TagFilter, arrow_schema, arrow_type};
 pub use schema::{
     ColumnDef, ColumnKind, FieldType, MAX_DATABASE_NAME, MAX_NAME, TIME_COLUMN, TableSchema, validate_database_name,

@@ -61,6 +61,8 @@ pub struct Options {
     /// keeps everything local.
     #[cfg(feature = "tiering")]
     pub tiering: Option<crate::tiering::TieringOptions>,
+    /// Rollups kept as data arrives ([`crate::rollup`]). Default: none.
+    pub rollups: Vec<crate::rollup::RollupRule>,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             backend: Arc::new(StdBackend),
             #[cfg(feature = "tiering")]
             tiering: None,
+            rollups: Vec::new(),
         }
     }
 }

@@ -77,7 +77,9 @@ mod catalog;
 mod convert;
 mod delete;
 mod functions;
+mod gapfill;
 mod last;
+mod rollup;
 mod table;
 
 use std::sync::Arc;
@@ -135,9 +137,13 @@ fn base_state(partitions: Option<usize>) -> SessionState {
         .with_config(config)
         .with_default_features()
         .with_optimizer_rule(Arc::new(last::LastValueRewrite))
+        .with_optimizer_rule(Arc::new(rollup::RollupRewrite))
+        .with_analyzer_rule(Arc::new(gapfill::GapFillRewrite))
+        .with_query_planner(Arc::new(gapfill::Planner))
         .build();
     let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);
+    gapfill::register(&ctx);
     ctx.state()
 }
 

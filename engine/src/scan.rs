@@ -322,6 +322,15 @@ impl ScanStream {
         Ok(false)
     }
 
+    /// The next series' rows (sorted by time, every wanted column by id), in
+    /// place of batches: for code of the engine that works series by series.
+    pub(crate) fn next_series(&mut self) -> Result<Option<(SeriesKey, SeriesData)>> {
+        if self.current.is_none() && !self.load_next()? {
+            return Ok(None);
+        }
+        Ok(self.current.take().map(|(key, data, _)| (key, data)))
+    }
+
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let mut acc = Accumulator::new(&self.plan.out);
         while acc.rows < self.plan.batch_rows {

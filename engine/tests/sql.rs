@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use telemark_engine::query::QueryEngine;
-use telemark_engine::{Database, Options, WriteBatch};
+use telemark_engine::{Database, Options, RollupRule, WriteBatch};
 
 /// 2024-11-30T00:00:00Z in ns.
 const T0: i64 = 1_732_924_800_000_000_000;
@@ -194,8 +194,15 @@ async fn golden_sql_files() {
     for f in &files {
         // Each file starts from the same data, so files do not depend on each other.
         let dir = tempfile::tempdir().unwrap();
-        let db =
-            Arc::new(Database::open(dir.path(), Options { background_flush: false, ..Options::default() }).unwrap());
+        // `rollup*.slt` files run with a 15-minute rollup of readings (see rollup.slt).
+        let rollups = if f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rollup")) {
+            vec![RollupRule::new("fleet", "readings", std::time::Duration::from_secs(900))]
+        } else {
+            Vec::new()
+        };
+        let db = Arc::new(
+            Database::open(dir.path(), Options { background_flush: false, rollups, ..Options::default() }).unwrap(),
+        );
         load(&db);
         // Fixed parallelism, so plans in EXPLAIN do not depend on the machine.
         failures.extend(run_file(&QueryEngine::new(db).with_partitions(2), f).await);

@@ -23,6 +23,11 @@ pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udaf(AggregateUDF::new_from_impl(ByTime::new("first", false)));
 }
 
+/// Our `date_bin`, for plans built by rewrites.
+pub(crate) fn date_bin_udf() -> std::sync::Arc<ScalarUDF> {
+    std::sync::Arc::new(ScalarUDF::new_from_impl(TimeBucket::new()))
+}
+
 /// `date_bin` (alias `time_bucket`): DataFusion's, except that the common
 /// case — two arguments, a nanosecond timestamp array and an interval
 /// without months, binned from the Unix epoch — skips the per-row division:

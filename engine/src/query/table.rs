@@ -106,6 +106,16 @@ impl TelemarkTable {
         TelemarkTable::new(self.db.clone(), &self.database, &self.table, self.schema.clone(), false)
     }
 
+    /// Another table of the same database, read-only (`None` if it does not exist).
+    pub(crate) fn sibling(&self, table: &str) -> Option<TelemarkTable> {
+        let schema = self.db.table_schema(&self.database, table)?;
+        Some(TelemarkTable::new(self.db.clone(), &self.database, table, schema, false))
+    }
+
+    pub(crate) fn has_column(&self, name: &str) -> bool {
+        self.schema.id_of(name).is_some()
+    }
+
     pub(crate) fn is_tag(&self, name: &str) -> bool {
         self.schema.id_of(name).and_then(|i| self.schema.column(i)).is_some_and(|c| c.kind == ColumnKind::Tag)
     }

@@ -1,0 +1,574 @@
+//! Rollups: per-series aggregates of a table over fixed time buckets (say
+//! 1 h), kept in an ordinary table of their own and maintained as data
+//! arrives, so a panel over a year reads 8 760 rows per series instead of
+//! every reading.
+//!
+//! A rule ([`RollupRule`]) names a source table, an interval and a target
+//! table (default `<table>_<interval>`, e.g. `readings_1h`). For every
+//! numeric field `f` of the source the target has `f_min`, `f_max`, `f_sum`,
+//! `f_count` (non-null values) and `f_last` (the value at the latest time),
+//! plus `rows` (source rows in the bucket); its tags are the source's and its
+//! `time` is the bucket's start. Boolean and string fields are not rolled up.
+//!
+//! **Maintenance.** Every committed write marks the buckets its rows fall in
+//! as dirty; a delete marks the buckets of its time range. Dirty buckets are
+//! recomputed from the source (every series of the bucket, late rows
+//! included) and written to the target, overwriting the bucket's rows (a
+//! bucket dirtied by a delete is cleared first). The background flush thread
+//! does this about once a second; [`crate::Database::refresh_rollups`] does
+//! it on demand, and SQL answered from a rollup refreshes the buckets it reads
+//! first, so its answer includes every row written before the query.
+//!
+//! **Durability.** Marks live in memory. The WAL holds the writes that made
+//! them, so a crash re-marks them on replay; before a flush trims the WAL,
+//! each rule's marks (and the buckets recomputed since the last flush, whose
+//! target rows may still be only in the WAL) are saved to
+//! `rollups/<database>.<target>` (magic `TMKROLL`, CRC on every block) and
+//! loaded at open.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::batch::Values;
+use crate::bytes::{FileHeader, PutBytes, Reader};
+use crate::schema::{ColumnKind, FieldType};
+use crate::series::{SeriesData, SeriesKey};
+use crate::{DeleteRequest, Error, Result, ScanRequest, WriteBatch};
+
+/// The aggregates kept per field, as column suffixes (`f_min`, …).
+pub const AGGREGATES: [&str; 5] = ["min", "max", "sum", "count", "last"];
+/// The column counting source rows per bucket.
+pub const ROWS_COLUMN: &str = "rows";
+/// The directory of the saved marks, in the data directory.
+const DIR: &str = "rollups";
+/// The header of a saved marks file.
+pub(crate) const HEADER: FileHeader =
+    FileHeader { format: "rollup marks", magic: *b"TMKROLL\0", version: 1, oldest: 1 };
+/// Target rows written per batch while recomputing.
+const BATCH_ROWS: usize = 20_000;
+
+/// The column of aggregate `agg` of field `field` in a rollup table.
+pub fn column(field: &str, agg: &str) -> String {
+    format!("{field}_{agg}")
+}
+
+/// Keep per-series aggregates of `database.table` per `interval` in
+/// `database.target`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RollupRule {
+    /// Database of the source and the target.
+    pub database: String,
+    /// Source table.
+    pub table: String,
+    /// Bucket width: whole seconds, at least one.
+    pub interval: Duration,
+    /// Target table.
+    pub target: String,
+}
+
+impl RollupRule {
+    /// A rule with the default target name, `<table>_<interval>` (`readings_1h`).
+    pub fn new(database: impl Into<String>, table: impl Into<String>, interval: Duration) -> Self {
+        let table = table.into();
+        let target = format!("{table}_{}", interval_name(interval));
+        RollupRule { database: database.into(), table, interval, target }
+    }
+
+    /// The same rule writing to `target`.
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = target.into();
+        self
+    }
+
+    /// The bucket width in nanoseconds.
+    pub fn stride(&self) -> i64 {
+        i64::try_from(self.interval.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidInput(format!("rollup of {}.{}: {why}", self.database, self.table)));
+        if self.interval < Duration::from_secs(1) || self.interval.subsec_nanos() != 0 {
+            return bad(format!("interval {:?} must be whole seconds, at least 1s", self.interval));
+        }
+        if self.target == self.table {
+            return bad("the target must be another table".into());
+        }
+        crate::schema::validate_name("table", &self.target)
+    }
+}
+
+/// `1h`, `15m`, `1d`, `30s`.
+pub fn interval_name(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// The start of the bucket of `t`.
+pub(crate) fn bucket(t: i64, stride: i64) -> i64 {
+    t.saturating_sub(t.rem_euclid(stride))
+}
+
+/// What recomputing found and wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollupReport {
+    /// Buckets recomputed.
+    pub buckets: usize,
+    /// Rows written to rollup tables.
+    pub rows: usize,
+}
+
+/// Buckets waiting to be recomputed.
+#[derive(Debug, Default)]
+struct Marks {
+    /// Bucket start → cleared first (a delete touched it).
+    dirty: BTreeMap<i64, bool>,
+    /// Recomputed since the last save: their target rows may be only in the WAL.
+    recent: BTreeSet<i64>,
+    /// Time ranges `[start, end)` of deletes, turned into buckets at the next refresh.
+    deletes: Vec<(i64, i64)>,
+}
+
+/// One rule and its marks.
+#[derive(Debug)]
+pub(crate) struct Rollup {
+    pub(crate) rule: RollupRule,
+    stride: i64,
+    marks: Mutex<Marks>,
+    /// Held while recomputing, so two refreshes do not interleave.
+    busy: Mutex<()>,
+}
+
+/// The rollups of a database.
+#[derive(Debug, Default)]
+pub(crate) struct Rollups {
+    rules: Vec<Rollup>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Rollups {
+    pub(crate) fn new(rules: &[RollupRule]) -> Result<Self> {
+        for (i, r) in rules.iter().enumerate() {
+            r.validate()?;
+            for other in &rules[..i] {
+                if other.database == r.database && (other.target == r.target || other.target == r.table) {
+                    return Err(Error::InvalidInput(format!(
+                        "rollup of {}.{}: table {} is already the target of another rollup",
+                        r.database, r.table, other.target
+                    )));
+                }
+                if other.database == r.database && other.table == r.target {
+                    return Err(Error::InvalidInput(format!(
+                        "rollup of {}.{}: its target {} is the source of another rollup",
+                        r.database, r.table, r.target
+                    )));
+                }
+            }
+        }
+        let rules = rules
+            .iter()
+            .map(|r| Rollup { rule: r.clone(), stride: r.stride(), marks: Mutex::default(), busy: Mutex::new(()) })
+            .collect();
+        Ok(Rollups { rules })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub(crate) fn all(&self) -> &[Rollup] {
+        &self.rules
+    }
+
+    fn of<'a>(&'a self, database: &'a str, table: &'a str) -> impl Iterator<Item = &'a Rollup> + 'a {
+        self.rules.iter().filter(move |r| r.rule.database == database && r.rule.table == table)
+    }
+
+    /// Marks the buckets of rows just committed to `database.table`.
+    pub(crate) fn wrote(&self, database: &str, table: &str, times: &[i64]) {
+        for r in self.of(database, table) {
+            let mut marks = lock(&r.marks);
+            let (mut lo, mut hi) = (0i64, 0i64);
+            for &t in times {
+                // Rows of a write mostly share a bucket with the row before.
+                if t < lo || t >= hi {
+                    lo = bucket(t, r.stride);
+                    hi = lo.saturating_add(r.stride);
+                    marks.dirty.entry(lo).or_insert(false);
+                }
+            }
+        }
+    }
+
+    /// Marks the time range of a delete from `database.table`.
+    pub(crate) fn deleted(&self, database: &str, table: &str, start: i64, end: i64) {
+        for r in self.of(database, table) {
+            lock(&r.marks).deletes.push((start, end));
+        }
+    }
+
+    /// Whether some bucket in `[start, end)` of the rollup into `target` waits for recomputing.
+    pub(crate) fn dirty_in(&self, r: &Rollup, start: i64, end: i64) -> bool {
+        let m = lock(&r.marks);
+        let start = bucket(start, r.stride);
+        !m.deletes.is_empty() || (start < end && m.dirty.range(start..end).next().is_some())
+    }
+
+    /// The rule whose target is `database.table`.
+    pub(crate) fn by_target(&self, database: &str, table: &str) -> Option<&Rollup> {
+        self.rules.iter().find(|r| r.rule.database == database && r.rule.target == table)
+    }
+
+    fn path(dir: &Path, r: &RollupRule) -> PathBuf {
+        dir.join(DIR).join(format!("{}.{}", r.database, r.target))
+    }
+
+    /// Saves every rule's marks (before the WAL that made them is trimmed).
+    pub(crate) fn save(&self, backend: &dyn crate::fs::FileBackend, dir: &Path) -> Result<()> {
+        if self.rules.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir.join(DIR)).map_err(|e| Error::io(dir.join(DIR), e))?;
+        for r in &self.rules {
+            let bytes = {
+                let mut m = lock(&r.marks);
+                let bytes = encode(&m);
+                m.recent.clear();
+                bytes
+            };
+            crate::fs::write_atomic(backend, &Self::path(dir, &r.rule), &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the saved marks (a damaged file is refused: the data directory needs attention).
+    pub(crate) fn load(&self, dir: &Path) -> Result<()> {
+        for r in &self.rules {
+            let path = Self::path(dir, &r.rule);
+            let data = match std::fs::read(&path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            let loaded = decode(&path, &data)?;
+            let mut m = lock(&r.marks);
+            for (b, clear) in loaded.dirty {
+                *m.dirty.entry(b).or_insert(false) |= clear;
+            }
+            m.deletes.extend(loaded.deletes);
+        }
+        Ok(())
+    }
+}
+
+/// Header, then one framed block: `u32 len | u32 crc32c | payload`; the
+/// payload is the dirty buckets (`varint n`, n × `i64 start, u8 clear`),
+/// then the delete ranges (`varint m`, m × `i64 start, i64 end`).
+fn encode(m: &Marks) -> Vec<u8> {
+    let mut payload = Vec::new();
+    let buckets: BTreeMap<i64, bool> =
+        m.recent.iter().map(|b| (*b, false)).chain(m.dirty.iter().map(|(b, c)| (*b, *c))).collect();
+    payload.put_varint(buckets.len() as u64);
+    for (b, clear) in &buckets {
+        payload.put_u64(*b as u64);
+        payload.push(u8::from(*clear));
+    }
+    payload.put_varint(m.deletes.len() as u64);
+    for (s, e) in &m.deletes {
+        payload.put_u64(*s as u64);
+        payload.put_u64(*e as u64);
+    }
+    let mut out = HEADER.encode().to_vec();
+    out.put_u32(payload.len() as u32);
+    out.put_u32(crc32c::crc32c(&payload));
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn decode(path: &Path, data: &[u8]) -> Result<Marks> {
+    HEADER.check(path, data)?;
+    let body = data.get(crate::bytes::FILE_HEADER_LEN..).unwrap_or_default();
+    let bad = |offset: usize, detail: String| {
+        Error::corruption(path, (offset + crate::bytes::FILE_HEADER_LEN) as u64, detail)
+    };
+    let mut r = Reader::new(body);
+    let len = r.u32("block length").map_err(|e| bad(e.offset, e.detail))? as usize;
+    let crc = r.u32("block checksum").map_err(|e| bad(e.offset, e.detail))?;
+    let payload = r.take(len, "block").map_err(|e| bad(e.offset, e.detail))?;
+    if !crate::bytes::checksum_matches(crc, crc32c::crc32c(payload)) {
+        return Err(bad(0, "checksum mismatch".into()));
+    }
+    if r.remaining() != 0 {
+        return Err(bad(r.pos(), "bytes after the block".into()));
+    }
+    let mut p = Reader::new(payload);
+    let mut m = Marks::default();
+    let rd = |e: crate::bytes::ReadError| bad(8 + e.offset, e.detail);
+    let n = p.len(payload.len() / 9, "bucket count").map_err(rd)?;
+    for _ in 0..n {
+        let b = p.i64("bucket").map_err(rd)?;
+        let clear = p.u8("flag").map_err(rd)? != 0;
+        m.dirty.insert(b, clear);
+    }
+    let n = p.len(payload.len() / 16, "delete count").map_err(rd)?;
+    for _ in 0..n {
+        let s = p.i64("delete start").map_err(rd)?;
+        let e = p.i64("delete end").map_err(rd)?;
+        m.deletes.push((s, e));
+    }
+    if p.remaining() != 0 {
+        return Err(bad(8 + p.pos(), "bytes after the marks".into()));
+    }
+    Ok(m)
+}
+
+impl crate::db::Inner {
+    /// Recomputes the dirty buckets of every rollup (those in `[start, end)` if given).
+    pub(crate) fn refresh_rollups(&self, range: Option<(i64, i64)>) -> Result<RollupReport> {
+        let mut report = RollupReport::default();
+        for r in self.rollups.all() {
+            let one = self.refresh_rollup(r, range)?;
+            report.buckets += one.buckets;
+            report.rows += one.rows;
+        }
+        Ok(report)
+    }
+
+    pub(crate) fn refresh_rollup(&self, r: &Rollup, range: Option<(i64, i64)>) -> Result<RollupReport> {
+        let _busy = lock(&r.busy);
+        let rule = &r.rule;
+        // Deletes: every bucket of the range that has target rows is recomputed from scratch.
+        let deletes = std::mem::take(&mut lock(&r.marks).deletes);
+        for (start, end) in deletes {
+            let mut req = ScanRequest::new(&rule.database, &rule.target).project(["time"]);
+            req.start = (start != i64::MIN).then(|| bucket(start, r.stride));
+            req.end = (end != i64::MAX).then(|| bucket(end.saturating_sub(1), r.stride).saturating_add(r.stride));
+            let mut found = BTreeSet::new();
+            if self.table_schema(&rule.database, &rule.target).is_some() {
+                for b in self.scan(&req)? {
+                    let b = b?;
+                    let times = b.column(0).as_any().downcast_ref::<arrow_array::TimestampNanosecondArray>();
+                    found.extend(times.into_iter().flat_map(|t| t.values().iter().copied()));
+                }
+            }
+            let mut m = lock(&r.marks);
+            for b in found {
+                m.dirty.insert(b, true);
+            }
+        }
+        let taken: Vec<(i64, bool)> = {
+            let mut m = lock(&r.marks);
+            let keys: Vec<i64> = match range {
+                Some((s, e)) if bucket(s, r.stride) >= e => Vec::new(),
+                Some((s, e)) => m.dirty.range(bucket(s, r.stride)..e).map(|(b, _)| *b).collect(),
+                None => m.dirty.keys().copied().collect(),
+            };
+            keys.into_iter().filter_map(|b| m.dirty.remove(&b).map(|c| (b, c))).collect()
+        };
+        let mut report = RollupReport::default();
+        let result = self.recompute(r, &taken, &mut report);
+        let mut m = lock(&r.marks);
+        match result {
+            Ok(()) => {
+                m.recent.extend(taken.iter().map(|(b, _)| *b));
+                Ok(report)
+            }
+            Err(e) => {
+                // Put the marks back: the next refresh tries again.
+                for (b, clear) in taken {
+                    *m.dirty.entry(b).or_insert(false) |= clear;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Recomputes `buckets` (sorted), in runs of adjacent buckets, each one scan of the source.
+    fn recompute(&self, r: &Rollup, buckets: &[(i64, bool)], report: &mut RollupReport) -> Result<()> {
+        let rule = &r.rule;
+        let Some(schema) = self.table_schema(&rule.database, &rule.table) else { return Ok(()) };
+        let fields: Vec<(usize, &str, FieldType)> = schema
+            .columns()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, c)| match c.kind {
+                ColumnKind::Field(t @ (FieldType::F64 | FieldType::I64 | FieldType::U64)) => {
+                    Some((id, c.name.as_str(), t))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut i = 0;
+        while i < buckets.len() {
+            let mut j = i + 1;
+            while j < buckets.len() && buckets[j].0 == buckets[j - 1].0.saturating_add(r.stride) && j - i < 1024 {
+                j += 1;
+            }
+            let (start, end) = (buckets[i].0, buckets[j - 1].0.saturating_add(r.stride));
+            for (b, clear) in &buckets[i..j] {
+                if *clear && self.table_schema(&rule.database, &rule.target).is_some() {
+                    let req = DeleteRequest::new(&rule.target).time_range(*b, b.saturating_add(r.stride));
+                    self.delete(&rule.database, &req)?;
+                }
+            }
+            let mut out = WriteBatch::new(&rule.target);
+            let mut stream = self.scan(&ScanRequest::new(&rule.database, &rule.table).time_range(start, end))?;
+            while let Some((key, data)) = stream.next_series()? {
+                aggregate(&key, &data, &fields, r.stride, &mut out);
+                if out.len() >= BATCH_ROWS {
+                    report.rows += self.write_rollup(rule, &out)?;
+                    out = WriteBatch::new(&rule.target);
+                }
+            }
+            if !out.is_empty() {
+                report.rows += self.write_rollup(rule, &out)?;
+            }
+            report.buckets += j - i;
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+impl crate::db::Inner {
+    /// Writes recomputed rows; a refused row (the target table was written
+    /// to by hand with other types) fails the refresh, which is retried.
+    fn write_rollup(&self, rule: &RollupRule, rows: &WriteBatch) -> Result<usize> {
+        let outcome = self.write(&rule.database, rows)?;
+        match outcome.rejected.first() {
+            None => Ok(outcome.rows_written),
+            Some(e) => Err(Error::InvalidInput(format!(
+                "rollup of {}.{} into {}: {}",
+                rule.database, rule.table, rule.target, e.message
+            ))),
+        }
+    }
+}
+
+/// Appends one target row per bucket of a series' rows (sorted by time).
+fn aggregate(
+    key: &SeriesKey,
+    data: &SeriesData,
+    fields: &[(usize, &str, FieldType)],
+    stride: i64,
+    out: &mut WriteBatch,
+) {
+    let times = &data.times;
+    let mut lo = 0;
+    while lo < times.len() {
+        let b = bucket(times[lo], stride);
+        let end = b.saturating_add(stride);
+        let hi = lo + times[lo..].partition_point(|t| *t < end);
+        let mut row = out.row(b);
+        for (k, v) in key.tags() {
+            row = row.tag(k, v.as_str());
+        }
+        row = row.field(ROWS_COLUMN, (hi - lo) as i64);
+        for (id, name, _) in fields {
+            let col = data.columns.get(*id).and_then(Option::as_ref);
+            let valid = |i: usize| col.is_some_and(|c| c.valid.get(i).copied().unwrap_or(false));
+            let count = (lo..hi).filter(|i| valid(*i)).count();
+            row = row.field(&column(name, "count"), count as i64);
+            let Some(col) = col.filter(|_| count > 0) else { continue };
+            let rows = (lo..hi).filter(|i| valid(*i));
+            match &col.values {
+                Values::F64(v) => {
+                    let vals = rows.map(|i| v[i]);
+                    let (mut min, mut max, mut sum, mut last) = (f64::NAN, f64::NAN, 0.0, 0.0);
+                    for (n, x) in vals.enumerate() {
+                        if n == 0 || x.total_cmp(&min).is_lt() {
+                            min = x;
+                        }
+                        if n == 0 || x.total_cmp(&max).is_gt() {
+                            max = x;
+                        }
+                        sum += x;
+                        last = x;
+                    }
+                    row = row
+                        .field(&column(name, "min"), min)
+                        .field(&column(name, "max"), max)
+                        .field(&column(name, "sum"), sum)
+                        .field(&column(name, "last"), last);
+                }
+                Values::I64(v) => {
+                    let vals: Vec<i64> = rows.map(|i| v[i]).collect();
+                    let sum = vals.iter().fold(0i64, |a, x| a.wrapping_add(*x));
+                    row = row
+                        .field(&column(name, "min"), vals.iter().copied().min().unwrap_or(0))
+                        .field(&column(name, "max"), vals.iter().copied().max().unwrap_or(0))
+                        .field(&column(name, "sum"), sum)
+                        .field(&column(name, "last"), vals.last().copied().unwrap_or(0));
+                }
+                Values::U64(v) => {
+                    let vals: Vec<u64> = rows.map(|i| v[i]).collect();
+                    let sum = vals.iter().fold(0u64, |a, x| a.wrapping_add(*x));
+                    row = row
+                        .field(&column(name, "min"), vals.iter().copied().min().unwrap_or(0))
+                        .field(&column(name, "max"), vals.iter().copied().max().unwrap_or(0))
+                        .field(&column(name, "sum"), sum)
+                        .field(&column(name, "last"), vals.last().copied().unwrap_or(0));
+                }
+                Values::Bool(_) | Values::Str(_) => {}
+            }
+        }
+        lo = hi;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(interval_name(Duration::from_secs(3600)), "1h");
+        assert_eq!(interval_name(Duration::from_secs(60)), "1m");
+        assert_eq!(interval_name(Duration::from_secs(86_400 * 7)), "7d");
+        assert_eq!(interval_name(Duration::from_secs(90)), "90s");
+        assert_eq!(RollupRule::new("fleet", "readings", Duration::from_secs(3600)).target, "readings_1h");
+        assert_eq!(bucket(-1, 10), -10);
+        assert_eq!(bucket(19, 10), 10);
+    }
+
+    #[test]
+    fn marks_round_trip_and_damage_is_refused() {
+        let mut m = Marks::default();
+        m.dirty.insert(3600, false);
+        m.dirty.insert(-7200, true);
+        m.recent.insert(0);
+        m.deletes.push((i64::MIN, 5));
+        let bytes = encode(&m);
+        let back = decode(Path::new("x"), &bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.dirty, BTreeMap::from([(-7200, true), (0, false), (3600, false)]));
+        assert_eq!(back.deletes, vec![(i64::MIN, 5)]);
+        for cut in 0..bytes.len() {
+            assert!(decode(Path::new("x"), &bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(decode(Path::new("x"), &b).is_err(), "flipped byte {i}");
+        }
+    }
+
+    #[test]
+    fn rules_are_checked() {
+        let h = Duration::from_secs(3600);
+        assert!(Rollups::new(&[RollupRule::new("d", "t", Duration::from_millis(1500))]).is_err());
+        assert!(Rollups::new(&[RollupRule::new("d", "t", h).with_target("t")]).is_err());
+        let chained = [RollupRule::new("d", "t", h), RollupRule::new("d", "t_1h", Duration::from_secs(86_400))];
+        assert!(Rollups::new(&chained).is_err());
+        assert!(Rollups::new(&[RollupRule::new("d", "t", h), RollupRule::new("d", "u", h)]).is_ok());
+    }
+}
