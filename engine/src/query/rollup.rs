@@ -195,18 +195,24 @@ fn rewrite(agg: &Aggregate, scan: &TableScan) -> Result<Option<LogicalPlan>> {
         });
     }
     let p = |i: usize| col(Column::new_unqualified(pname(i)));
-    let mut aggs = Vec::new();
-    for c in &combines {
-        match c {
-            Combine::Min(i) => aggs.push(min(p(*i))),
-            Combine::Max(i) => aggs.push(max(p(*i))),
-            Combine::Sum(i) | Combine::Count(i) => aggs.push(sum(p(*i))),
-            Combine::Avg(s, n) => {
-                aggs.push(sum(p(*s)));
-                aggs.push(sum(p(*n)));
-            }
-            Combine::Last(i) => aggs.push(last(p(*i))?),
+    // Aggregates over the partials, each once (`count(x)` and `avg(x)` share `sum` of the counts).
+    let mut aggs: Vec<Expr> = Vec::new();
+    let mut at_agg = |e: Expr| match aggs.iter().position(|a| *a == e) {
+        Some(i) => i,
+        None => {
+            aggs.push(e);
+            aggs.len() - 1
         }
+    };
+    let mut outputs: Vec<(usize, Option<usize>)> = Vec::new();
+    for c in &combines {
+        outputs.push(match c {
+            Combine::Min(i) => (at_agg(min(p(*i))), None),
+            Combine::Max(i) => (at_agg(max(p(*i))), None),
+            Combine::Sum(i) | Combine::Count(i) => (at_agg(sum(p(*i))), None),
+            Combine::Avg(s, n) => (at_agg(sum(p(*s))), Some(at_agg(sum(p(*n))))),
+            Combine::Last(i) => (at_agg(last(p(*i))?), None),
+        });
     }
     let combined = LogicalPlanBuilder::from(union).aggregate(group, aggs)?.build()?;
 
@@ -222,19 +228,13 @@ fn rewrite(agg: &Aggregate, scan: &TableScan) -> Result<Option<LogicalPlan>> {
     for i in 0..agg.group_expr.len() {
         exprs.push(named(at(i), i));
     }
-    let mut k = agg.group_expr.len();
-    for (j, c) in combines.iter().enumerate() {
-        let i = agg.group_expr.len() + j;
-        let e = match c {
-            Combine::Avg(..) => {
-                let (s, n) = (at(k), at(k + 1));
-                k += 2;
-                cast(s, DataType::Float64) / cast(n, DataType::Float64)
-            }
-            _ => {
-                k += 1;
-                at(k - 1)
-            }
+    let groups = agg.group_expr.len();
+    for (j, (first, second)) in outputs.into_iter().enumerate() {
+        let i = groups + j;
+        let e = match second {
+            // avg: sum of sums / sum of counts.
+            Some(n) => cast(at(groups + first), DataType::Float64) / cast(at(groups + n), DataType::Float64),
+            None => at(groups + first),
         };
         let wanted = original.field(i).data_type();
         let e = if e.get_type(&out)? == *wanted { e } else { cast(e, wanted.clone()) };
