@@ -13,7 +13,9 @@
 //! `last(x, time)` / `first(x, time)`, the value of `x` at the latest /
 //! earliest `time` in each group; and the table function
 //! `last_values('table')`, the newest value of every field per series from
-//! the last-value cache ([`crate::Database::last_values`]). A query for the
+//! the last-value cache ([`crate::Database::last_values`]); gap filling
+//! (`date_bin_gapfill`, `locf`, `interpolate`: see `gapfill.rs`); queries over
+//! coarse buckets answered from rollup tables ([`crate::rollup`]). A query for the
 //! latest of each device (`last(field, time)` grouped and filtered by tags
 //! only) reads that cache instead of scanning history (`LastValueCacheExec`).
 //!

@@ -43,6 +43,24 @@ pub struct Config {
     pub tiering: TieringConfig,
     /// Alert rules and where their notifications go.
     pub alert: AlertConfig,
+    /// Rollups kept as data arrives: per-series aggregates of a table per interval.
+    pub rollup: Vec<RollupConfig>,
+}
+
+/// `[[rollup]]`: keep `min`/`max`/`sum`/`count`/`last` of every numeric
+/// field of `database.table` per `interval` (per series) in table `target`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupConfig {
+    /// Database.
+    pub database: String,
+    /// Source table.
+    pub table: String,
+    /// Bucket width, whole seconds: "1m", "1h", "1d".
+    pub interval: String,
+    /// Target table; default `<table>_<interval>`, e.g. `readings_1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// `[alert]`, with `[[alert.rule]]` and `[[alert.webhook]]`.
@@ -365,6 +383,7 @@ impl Default for Config {
             object_store: ObjectStoreConfig::default(),
             tiering: TieringConfig::default(),
             alert: AlertConfig::default(),
+            rollup: Vec::new(),
         }
     }
 }
@@ -414,8 +433,27 @@ impl Config {
                 min_free_bytes: self.compaction.min_free_bytes,
             },
             tiering: self.tiering_options()?,
+            rollups: self.rollup_rules()?,
             ..telemark_engine::Options::default()
         })
+    }
+
+    /// The `[[rollup]]` rules, parsed.
+    pub fn rollup_rules(&self) -> Result<Vec<telemark_engine::RollupRule>, String> {
+        self.rollup
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let named = |e: String| format!("rollup {} ({}.{}): {e}", i + 1, r.database, r.table);
+                telemark_engine::validate_database_name(&r.database).map_err(|e| named(e.to_string()))?;
+                let interval = telemark_engine::parse_duration(&r.interval).map_err(|e| named(e.to_string()))?;
+                let rule = telemark_engine::RollupRule::new(&r.database, &r.table, interval);
+                Ok(match &r.target {
+                    Some(t) => rule.with_target(t),
+                    None => rule,
+                })
+            })
+            .collect()
     }
 
     /// Tiering, when `[object_store] url` is set.
@@ -545,6 +583,23 @@ mod tests {
         let text = include_str!("../telemark.example.toml");
         let c: Config = toml::from_str(text).unwrap();
         assert_eq!(c.to_toml(), Config::default().to_toml(), "telemark.example.toml drifted from the defaults");
+    }
+
+    #[test]
+    fn rollup_rules_parse_with_default_targets() {
+        let c: Config = toml::from_str(
+            "[[rollup]]\ndatabase = \"fleet\"\ntable = \"readings\"\ninterval = \"1h\"\n\
+             [[rollup]]\ndatabase = \"fleet\"\ntable = \"diag\"\ninterval = \"1m\"\ntarget = \"diag_minutely\"",
+        )
+        .unwrap();
+        let rules = c.rollup_rules().unwrap();
+        assert_eq!(rules[0].target, "readings_1h");
+        assert_eq!(rules[0].interval, Duration::from_secs(3600));
+        assert_eq!(rules[1].target, "diag_minutely");
+        let c: Config =
+            toml::from_str("[[rollup]]\ndatabase = \"fleet\"\ntable = \"readings\"\ninterval = \"1 hour\"").unwrap();
+        let e = c.rollup_rules().unwrap_err();
+        assert!(e.contains("rollup 1 (fleet.readings)"), "{e}");
     }
 
     #[test]

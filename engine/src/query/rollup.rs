@@ -115,11 +115,14 @@ fn rewrite(agg: &Aggregate, scan: &TableScan) -> Result<Option<LogicalPlan>> {
     let refreshed = db.refresh_rollup_range(&rule, a.unwrap_or(i64::MIN), b.unwrap_or(i64::MAX));
     refreshed.map_err(|e| DataFusionError::External(Box::new(e)))?;
     let Some(target) = table.sibling(&rule.target) else { return Ok(None) };
-    // The rollup may lack a column (a field that never had a value): then the rows answer.
+    // The rollup may lack a column (a field that never had a value, a tag no
+    // recomputed row had yet): then the rows answer.
+    let filtered = tag_filters.iter().flat_map(|f| f.column_refs()).map(|c| c.name.clone());
     if !partials.iter().all(|(f, p)| {
         let name = if *p == Part::Rows { ROWS_COLUMN.to_string() } else { column(f, p.suffix()) };
         target.has_column(&name)
-    }) {
+    }) || !tags.iter().cloned().chain(filtered).all(|t| target.has_column(&t))
+    {
         return Ok(None);
     }
     let time = || col(Column::new_unqualified(TIME_COLUMN));
