@@ -55,8 +55,8 @@ def make_chunk(devices, first_step, steps, rng):
     })
 
 
-def start(binary, data_dir):
-    proc = subprocess.Popen([binary, "serve", "--data-dir", str(data_dir), "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"],
+def start(binary, data_dir, extra=()):
+    proc = subprocess.Popen([binary, "serve", "--data-dir", str(data_dir), "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     flight = None
     while flight is None:

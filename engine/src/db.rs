@@ -37,6 +37,8 @@ pub struct Database {
     inner: Arc<Inner>,
     flusher: Mutex<Option<JoinHandle<()>>>,
     compactor: Mutex<Option<JoinHandle<()>>>,
+    /// Recomputes rollup buckets (see [`crate::rollup`]), when there are rollups.
+    refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What opening a database found and did.
@@ -489,7 +491,18 @@ impl Database {
                 tracing::warn!(error = %e, "cold-tier garbage collection failed; it is retried on the next tiering run");
             }
         }
-        Ok((Database { inner, flusher: Mutex::new(flusher), compactor: Mutex::new(compactor) }, report))
+        let refresher = if inner.options.background_flush && !inner.rollups.is_empty() {
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("telemark-rollup".into())
+                .spawn(move || crate::rollup::background(weak))
+                .map_err(|e| Error::Internal(format!("cannot start the rollup thread: {e}")))?;
+            Some(handle)
+        } else {
+            None
+        };
+        let threads = (Mutex::new(flusher), Mutex::new(compactor), Mutex::new(refresher));
+        Ok((Database { inner, flusher: threads.0, compactor: threads.1, refresher: threads.2 }, report))
     }
 
     /// Truncates the WAL of the database in `dir` at its first damaged record
@@ -819,6 +832,10 @@ impl Database {
             let _ = h.join();
         }
         if let Some(h) = lock(&self.compactor).take() {
+            let _ = h.join();
+        }
+        self.inner.rollups.wake();
+        if let Some(h) = lock(&self.refresher).take() {
             let _ = h.join();
         }
     }
@@ -1843,11 +1860,6 @@ fn background_flush(weak: Weak<Inner>) {
         };
         if due && let Err(e) = inner.flush() {
             tracing::error!(error = %e, "background flush failed");
-        }
-        if !inner.rollups.is_empty()
-            && let Err(e) = inner.refresh_rollups(None)
-        {
-            tracing::error!(error = %e, "recomputing rollups failed; retrying in a second");
         }
     }
 }

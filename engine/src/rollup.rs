@@ -150,6 +150,36 @@ pub(crate) struct Rollup {
 #[derive(Debug, Default)]
 pub(crate) struct Rollups {
     rules: Vec<Rollup>,
+    /// Wakes the rollup thread (on close).
+    wake: (Mutex<bool>, std::sync::Condvar),
+}
+
+/// The rollup thread: recomputes marked buckets about once a second. Its own
+/// thread, not the flush thread's: recomputing writes, and a write may wait
+/// for a flush to make room.
+pub(crate) fn background(weak: std::sync::Weak<crate::db::Inner>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let (m, cv) = &inner.rollups.wake;
+            let mut woken = lock(m);
+            if !*woken && !inner.closed.load(Ordering::SeqCst) {
+                woken =
+                    cv.wait_timeout(woken, Duration::from_secs(1)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+            }
+            *woken = false;
+        }
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if inner.poisoned().is_some() {
+            continue;
+        }
+        if let Err(e) = inner.refresh_rollups(None) {
+            tracing::error!(error = %e, "recomputing rollups failed; retrying in a second");
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -179,7 +209,13 @@ impl Rollups {
             .iter()
             .map(|r| Rollup { rule: r.clone(), stride: r.stride(), marks: Mutex::default(), busy: Mutex::new(()) })
             .collect();
-        Ok(Rollups { rules })
+        Ok(Rollups { rules, wake: Default::default() })
+    }
+
+    /// Wakes the rollup thread.
+    pub(crate) fn wake(&self) {
+        *lock(&self.wake.0) = true;
+        self.wake.1.notify_all();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
