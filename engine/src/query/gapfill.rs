@@ -245,13 +245,14 @@ fn rewrite(node: LogicalPlan, config: &ConfigOptions) -> Result<Transformed<Logi
     if upper.is_empty() {
         upper.push((datafusion::functions::datetime::now(config).call(vec![]), true));
     }
-    let binned = Aggregate::try_new(agg.input.clone(), group_expr.clone(), agg.aggr_expr.clone())?;
     let groups = agg.group_expr.len();
-    let agg_schema = binned.schema.clone();
+    let agg_schema = agg.schema.clone();
 
-    // The fill of each aggregate column, from the wrappers in the SELECT list.
+    // Each filled aggregate (`locf(avg(x))`) is a copy of the aggregate
+    // (`avg(x)`) in a column of its own, so the query can show both.
+    let mut aggr_expr = agg.aggr_expr.clone();
     let mut fills = vec![Fill::Null; agg.aggr_expr.len()];
-    let mut plain = Vec::new();
+    let mut copies: Vec<((usize, Fill), String)> = Vec::new();
     let mut exprs = Vec::with_capacity(proj.expr.len());
     for e in &proj.expr {
         let original = e.schema_name().to_string();
@@ -275,33 +276,21 @@ fn rewrite(node: LogicalPlan, config: &ConfigOptions) -> Result<Transformed<Logi
             if fill == Fill::Interpolate && !data_type.is_numeric() {
                 return Err(plan(format!("interpolate({c}) needs a number, not {data_type}")));
             }
-            let slot = &mut fills[idx - groups];
-            if *slot != Fill::Null && *slot != fill {
-                return Err(plan(format!("{c} is filled both with locf() and with interpolate()")));
-            }
-            *slot = fill;
-            // A placeholder, so the plain uses of columns can be told apart below.
-            Ok(Transformed::yes(Expr::Column(Column::new_unqualified(format!("\u{0}{idx}")))))
-        })?;
-        plain.extend(out.data.column_refs().into_iter().filter_map(|c| agg_schema.index_of_column(c).ok()));
-        let restored = out
-            .data
-            .transform_up(|x| match &x {
-                Expr::Column(c) if c.relation.is_none() && c.name.starts_with('\u{0}') => {
-                    let idx: usize = c.name[1..].parse().map_err(|_| plan("bad placeholder".into()))?;
-                    Ok(Transformed::yes(Expr::Column(Column::from(agg_schema.qualified_field(idx)))))
+            let name = match copies.iter().find(|(k, _)| *k == (idx, fill)) {
+                Some((_, name)) => name.clone(),
+                None => {
+                    let name = format!("{kind}({})", c.name);
+                    aggr_expr.push(agg.aggr_expr[idx - groups].clone().unalias().alias(&name));
+                    fills.push(fill);
+                    copies.push(((idx, fill), name.clone()));
+                    name
                 }
-                _ => Ok(Transformed::no(x)),
-            })?
-            .data;
-        exprs.push(if out.transformed { restored.alias_if_changed(original)? } else { restored });
+            };
+            Ok(Transformed::yes(Expr::Column(Column::new_unqualified(name))))
+        })?;
+        exprs.push(if out.transformed { out.data.alias_if_changed(original)? } else { out.data });
     }
-    if let Some(&idx) = plain.iter().find(|&&i| i >= groups && fills[i - groups] != Fill::Null) {
-        return Err(plan(format!(
-            "{} is used both filled (locf/interpolate) and unfilled; select it one way",
-            agg_schema.field(idx).name()
-        )));
-    }
+    let binned = Aggregate::try_new(agg.input.clone(), group_expr.clone(), aggr_expr.clone())?;
 
     // The same aggregate over the rows before the range, for the values to fill from.
     let prior = if fills.iter().any(|f| *f != Fill::Null) {
@@ -309,7 +298,7 @@ fn rewrite(node: LogicalPlan, config: &ConfigOptions) -> Result<Transformed<Logi
         let in_range = conjunction(lower_conds).ok_or_else(|| plan("date_bin_gapfill: no lower bound".into()))?;
         let predicate = others.into_iter().fold(Expr::Not(Box::new(in_range)), Expr::and);
         let input = LogicalPlan::Filter(Filter::try_new(predicate, filter.input.clone())?);
-        Some(Arc::new(LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), group_expr, agg.aggr_expr.clone())?)))
+        Some(Arc::new(LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), group_expr, aggr_expr)?)))
     } else {
         None
     };
@@ -479,7 +468,7 @@ impl UserDefinedLogicalNodeCore for GapFill {
         for (i, fill) in self.params.fills.iter().enumerate() {
             if *fill != Fill::Null {
                 let name = self.schema.field(self.params.groups + i).name();
-                write!(f, ", {}({name})", if *fill == Fill::Locf { LOCF } else { INTERPOLATE })?;
+                write!(f, ", {name}")?;
             }
         }
         Ok(())

@@ -351,7 +351,15 @@ fn analyse(agg: &Aggregate, scan: &TableScan) -> Option<Analysis> {
         if params.distinct || params.filter.is_some() {
             return None;
         }
-        let field = match params.args.as_slice() {
+        // avg of an integer field comes as `avg(CAST(x AS Float64))`; the sum of the
+        // integers divided by their count is the same number.
+        let arg = match params.args.as_slice() {
+            [Expr::Cast(c)] if func.name() == "avg" && *c.field.data_type() == DataType::Float64 => {
+                std::slice::from_ref(c.expr.as_ref())
+            }
+            args => args,
+        };
+        let field = match arg {
             [Expr::Column(c)] => {
                 let id = schema.id_of(&c.name)?;
                 match schema.column(id)?.kind {
