@@ -150,6 +150,11 @@ def test_every_panel_of_the_fleet_dashboard_returns_what_it_draws(start_server):
             if title == "Latest state of every truck":
                 rows = {r["name"]: r for r in table.to_pylist()}
                 assert rows["truck-3"]["fuel_state"] == 0.05 and rows["truck-5"]["load"] == 500, rows["truck-3"]
+            if title == "Fuel of $truck":
+                # Gap filled: every bucket of the range, each with a value (locf).
+                first, last = (start_ns // NS) // INTERVAL_S, (end_ns // NS) // INTERVAL_S
+                assert table.num_rows == last - first + 1, (table.num_rows, first, last)
+                assert None not in table.column("fuel_state").to_pylist(), table
             if title == "Last positions":
                 rows = {r["name"]: r for r in table.to_pylist()}
                 assert abs(rows["truck-2"]["latitude"] - (40.2 + (HISTORY - 1) * 0.001)) < 1e-9, rows["truck-2"]
