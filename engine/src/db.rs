@@ -363,7 +363,7 @@ impl Database {
             // Even flushed records: their marks may not have been saved before the crash.
             match &entry {
                 WalEntry::Write(w) => rollups.wrote(&w.database, &w.table, &w.times),
-                WalEntry::Delete(t) => rollups.deleted(&t.database, &t.table, t.start, t.end),
+                WalEntry::Delete(t) => rollups.deleted(t),
             }
             if seq <= flushed {
                 // In segments already; the last-value snapshot may predate it.
@@ -1409,7 +1409,7 @@ impl Inner {
                 }
                 WalEntry::Delete(t) => {
                     self.last_values.delete(t);
-                    self.rollups.deleted(&t.database, &t.table, t.start, t.end);
+                    self.rollups.deleted(t);
                     state.apply_delete(p.seq, t.clone())
                 }
             }

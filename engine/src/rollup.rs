@@ -128,12 +128,25 @@ pub struct RollupReport {
 /// Buckets waiting to be recomputed.
 #[derive(Debug, Default)]
 struct Marks {
-    /// Bucket start → cleared first (a delete touched it).
+    /// Bucket start → clear the bucket's target rows first (a delete cut it).
     dirty: BTreeMap<i64, bool>,
+    /// Being recomputed now: saved like `dirty`, and a query waits for them.
+    taken: BTreeMap<i64, bool>,
     /// Recomputed since the last save: their target rows may be only in the WAL.
     recent: BTreeSet<i64>,
-    /// Time ranges `[start, end)` of deletes, turned into buckets at the next refresh.
-    deletes: Vec<(i64, i64)>,
+    /// Deletes from the source not yet applied to the target.
+    deletes: Vec<DeleteMark>,
+    /// Mark every bucket the source has rows in (a new rule, or its interval
+    /// changed); `true`: delete the target's rows first.
+    backfill: Option<bool>,
+}
+
+/// A delete from the source: its tag filters and time range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeleteMark {
+    tags: Vec<(String, Vec<String>)>,
+    start: i64,
+    end: i64,
 }
 
 /// One rule and its marks.
@@ -184,6 +197,25 @@ pub(crate) fn background(weak: std::sync::Weak<crate::db::Inner>) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A file name for any database and table name (bytes other than ASCII
+/// letters, digits, `_` and `-` as `%XX`).
+fn file_name(database: &str, table: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in [database, table].into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        for b in part.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
 }
 
 impl Rollups {
@@ -246,18 +278,21 @@ impl Rollups {
         }
     }
 
-    /// Marks the time range of a delete from `database.table`.
-    pub(crate) fn deleted(&self, database: &str, table: &str, start: i64, end: i64) {
-        for r in self.of(database, table) {
-            lock(&r.marks).deletes.push((start, end));
+    /// Marks a delete from `database.table`.
+    pub(crate) fn deleted(&self, t: &crate::delete::Tombstone) {
+        for r in self.of(&t.database, &t.table) {
+            lock(&r.marks).deletes.push(DeleteMark { tags: t.tags.clone(), start: t.start, end: t.end });
         }
     }
 
-    /// Whether some bucket in `[start, end)` of the rollup into `target` waits for recomputing.
+    /// Whether some bucket in `[start, end)` waits for recomputing (or is being recomputed).
     pub(crate) fn dirty_in(&self, r: &Rollup, start: i64, end: i64) -> bool {
         let m = lock(&r.marks);
         let start = bucket(start, r.stride);
-        !m.deletes.is_empty() || (start < end && m.dirty.range(start..end).next().is_some())
+        m.backfill.is_some()
+            || !m.deletes.is_empty()
+            || (start < end
+                && (m.dirty.range(start..end).next().is_some() || m.taken.range(start..end).next().is_some()))
     }
 
     /// The rule whose target is `database.table`.
@@ -266,7 +301,7 @@ impl Rollups {
     }
 
     fn path(dir: &Path, r: &RollupRule) -> PathBuf {
-        dir.join(DIR).join(format!("{}.{}", r.database, r.target))
+        dir.join(DIR).join(file_name(&r.database, &r.target))
     }
 
     /// Saves every rule's marks (before the WAL that made them is trimmed).
@@ -278,7 +313,7 @@ impl Rollups {
         for r in &self.rules {
             let bytes = {
                 let mut m = lock(&r.marks);
-                let bytes = encode(&m);
+                let bytes = encode(r, &m);
                 m.recent.clear();
                 bytes
             };
@@ -287,42 +322,77 @@ impl Rollups {
         Ok(())
     }
 
-    /// Loads the saved marks (a damaged file is refused: the data directory needs attention).
+    /// Loads the saved marks. A rule without a file (new, or absent from an
+    /// earlier run) or whose file was for another interval or source is
+    /// backfilled from the source's rows. Files of rules no longer configured
+    /// are removed, so a rule added again is backfilled too. A damaged file
+    /// fails the open.
     pub(crate) fn load(&self, dir: &Path) -> Result<()> {
+        let known: BTreeSet<PathBuf> = self.rules.iter().map(|r| Self::path(dir, &r.rule)).collect();
+        if let Ok(entries) = std::fs::read_dir(dir.join(DIR)) {
+            for e in entries.flatten() {
+                if !known.contains(&e.path()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         for r in &self.rules {
             let path = Self::path(dir, &r.rule);
             let data = match std::fs::read(&path) {
                 Ok(d) => d,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    lock(&r.marks).backfill = Some(true);
+                    continue;
+                }
                 Err(e) => return Err(Error::io(path, e)),
             };
-            let loaded = decode(&path, &data)?;
+            let (stride, table, loaded) = decode(&path, &data)?;
             let mut m = lock(&r.marks);
+            if stride != r.stride || table != r.rule.table {
+                m.backfill = Some(true);
+                continue;
+            }
             for (b, clear) in loaded.dirty {
                 *m.dirty.entry(b).or_insert(false) |= clear;
             }
             m.deletes.extend(loaded.deletes);
+            m.backfill = loaded.backfill;
         }
         Ok(())
     }
 }
 
-/// Header, then one framed block: `u32 len | u32 crc32c | payload`; the
-/// payload is the dirty buckets (`varint n`, n × `i64 start, u8 clear`),
-/// then the delete ranges (`varint m`, m × `i64 start, i64 end`).
-fn encode(m: &Marks) -> Vec<u8> {
+/// Header, then one framed block: `u32 len | u32 crc32c | payload`; see `docs/format.md`.
+fn encode(r: &Rollup, m: &Marks) -> Vec<u8> {
     let mut payload = Vec::new();
-    let buckets: BTreeMap<i64, bool> =
-        m.recent.iter().map(|b| (*b, false)).chain(m.dirty.iter().map(|(b, c)| (*b, *c))).collect();
+    payload.put_u64(r.stride as u64);
+    payload.put_str(&r.rule.table);
+    payload.push(match m.backfill {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    });
+    let mut buckets: BTreeMap<i64, bool> = m.recent.iter().map(|b| (*b, false)).collect();
+    for (b, c) in m.dirty.iter().chain(&m.taken) {
+        *buckets.entry(*b).or_insert(false) |= *c;
+    }
     payload.put_varint(buckets.len() as u64);
     for (b, clear) in &buckets {
         payload.put_u64(*b as u64);
         payload.push(u8::from(*clear));
     }
     payload.put_varint(m.deletes.len() as u64);
-    for (s, e) in &m.deletes {
-        payload.put_u64(*s as u64);
-        payload.put_u64(*e as u64);
+    for d in &m.deletes {
+        payload.put_u64(d.start as u64);
+        payload.put_u64(d.end as u64);
+        payload.put_varint(d.tags.len() as u64);
+        for (tag, values) in &d.tags {
+            payload.put_str(tag);
+            payload.put_varint(values.len() as u64);
+            for v in values {
+                payload.put_str(v);
+            }
+        }
     }
     let mut out = HEADER.encode().to_vec();
     out.put_u32(payload.len() as u32);
@@ -331,7 +401,8 @@ fn encode(m: &Marks) -> Vec<u8> {
     out
 }
 
-fn decode(path: &Path, data: &[u8]) -> Result<Marks> {
+/// The stride and source table the marks were saved for, and the marks.
+fn decode(path: &Path, data: &[u8]) -> Result<(i64, String, Marks)> {
     HEADER.check(path, data)?;
     let body = data.get(crate::bytes::FILE_HEADER_LEN..).unwrap_or_default();
     let bad = |offset: usize, detail: String| {
@@ -350,22 +421,38 @@ fn decode(path: &Path, data: &[u8]) -> Result<Marks> {
     let mut p = Reader::new(payload);
     let mut m = Marks::default();
     let rd = |e: crate::bytes::ReadError| bad(8 + e.offset, e.detail);
+    let stride = p.i64("interval").map_err(rd)?;
+    let table = p.str("source table").map_err(rd)?.to_string();
+    m.backfill = match p.u8("backfill").map_err(rd)? {
+        0 => None,
+        1 => Some(false),
+        2 => Some(true),
+        other => return Err(bad(8 + p.pos() - 1, format!("unknown backfill flag {other}"))),
+    };
     let n = p.len(payload.len() / 9, "bucket count").map_err(rd)?;
     for _ in 0..n {
         let b = p.i64("bucket").map_err(rd)?;
         let clear = p.u8("flag").map_err(rd)? != 0;
         m.dirty.insert(b, clear);
     }
-    let n = p.len(payload.len() / 16, "delete count").map_err(rd)?;
+    let n = p.len(payload.len() / 17, "delete count").map_err(rd)?;
     for _ in 0..n {
-        let s = p.i64("delete start").map_err(rd)?;
-        let e = p.i64("delete end").map_err(rd)?;
-        m.deletes.push((s, e));
+        let start = p.i64("delete start").map_err(rd)?;
+        let end = p.i64("delete end").map_err(rd)?;
+        let tags = p.len(payload.len(), "tag count").map_err(rd)?;
+        let mut d = DeleteMark { tags: Vec::new(), start, end };
+        for _ in 0..tags {
+            let tag = p.str("tag").map_err(rd)?.to_string();
+            let count = p.len(payload.len(), "value count").map_err(rd)?;
+            let values = (0..count).map(|_| p.str("value").map(str::to_string)).collect::<std::result::Result<_, _>>();
+            d.tags.push((tag, values.map_err(rd)?));
+        }
+        m.deletes.push(d);
     }
     if p.remaining() != 0 {
         return Err(bad(8 + p.pos(), "bytes after the marks".into()));
     }
-    Ok(m)
+    Ok((stride, table, m))
 }
 
 impl crate::db::Inner {
@@ -380,28 +467,66 @@ impl crate::db::Inner {
         Ok(report)
     }
 
+    /// The oldest time the source keeps: buckets before it cannot change, and
+    /// are never recomputed (the rollup keeps what retention dropped).
+    fn source_cutoff(&self, rule: &RollupRule) -> i64 {
+        let rules = self.retention.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        crate::retention::cutoff(&rules, &rule.database, &rule.table, crate::delete::now_nanos())
+    }
+
     pub(crate) fn refresh_rollup(&self, r: &Rollup, range: Option<(i64, i64)>) -> Result<RollupReport> {
         let _busy = lock(&r.busy);
         let rule = &r.rule;
-        // Deletes: every bucket of the range that has target rows is recomputed from scratch.
-        let deletes = std::mem::take(&mut lock(&r.marks).deletes);
-        for (start, end) in deletes {
-            let mut req = ScanRequest::new(&rule.database, &rule.target).project(["time"]);
-            req.start = (start != i64::MIN).then(|| bucket(start, r.stride));
-            req.end = (end != i64::MAX).then(|| bucket(end.saturating_sub(1), r.stride).saturating_add(r.stride));
+        let target_exists = || self.table_schema(&rule.database, &rule.target).is_some();
+        // A new rule, or a new interval: every bucket the source has rows in.
+        let backfill = lock(&r.marks).backfill;
+        if let Some(clear) = backfill {
+            if clear && target_exists() {
+                let _ = self.delete(&rule.database, &DeleteRequest::new(&rule.target))?;
+            }
             let mut found = BTreeSet::new();
-            if self.table_schema(&rule.database, &rule.target).is_some() {
-                for b in self.scan(&req)? {
+            if self.table_schema(&rule.database, &rule.table).is_some() {
+                for b in self.scan(&ScanRequest::new(&rule.database, &rule.table).project(["time"]))? {
                     let b = b?;
                     let times = b.column(0).as_any().downcast_ref::<arrow_array::TimestampNanosecondArray>();
-                    found.extend(times.into_iter().flat_map(|t| t.values().iter().copied()));
+                    found.extend(times.into_iter().flat_map(|t| t.values().iter().map(|t| bucket(*t, r.stride))));
                 }
             }
             let mut m = lock(&r.marks);
             for b in found {
+                m.dirty.entry(b).or_insert(false);
+            }
+            m.backfill = None;
+        }
+        // Deletes: the matched series' rows go from the buckets the delete
+        // covers whole; the (at most two) buckets it cuts are recomputed.
+        let cutoff = self.source_cutoff(rule);
+        let pending: Vec<DeleteMark> = lock(&r.marks).deletes.clone();
+        for d in &pending {
+            let whole_from =
+                if d.start == i64::MIN { i64::MIN } else { bucket(d.start.saturating_add(r.stride - 1), r.stride) };
+            let whole_to = if d.end == i64::MAX { i64::MAX } else { bucket(d.end, r.stride) };
+            if whole_from < whole_to && target_exists() {
+                let mut req = DeleteRequest::new(&rule.target);
+                req.tag_filters = d
+                    .tags
+                    .iter()
+                    .map(|(tag, values)| crate::TagFilter { tag: tag.clone(), values: values.clone() })
+                    .collect();
+                req.start = (whole_from != i64::MIN).then_some(whole_from);
+                req.end = (whole_to != i64::MAX).then_some(whole_to);
+                let _ = self.delete(&rule.database, &req)?;
+            }
+            let mut m = lock(&r.marks);
+            let cut = [
+                (d.start != i64::MIN && d.start.rem_euclid(r.stride) != 0).then(|| bucket(d.start, r.stride)),
+                (d.end != i64::MAX && d.end.rem_euclid(r.stride) != 0).then(|| bucket(d.end, r.stride)),
+            ];
+            for b in cut.into_iter().flatten().filter(|b| *b >= cutoff) {
                 m.dirty.insert(b, true);
             }
         }
+        lock(&r.marks).deletes.drain(..pending.len());
         let taken: Vec<(i64, bool)> = {
             let mut m = lock(&r.marks);
             let keys: Vec<i64> = match range {
@@ -409,11 +534,23 @@ impl crate::db::Inner {
                 Some((s, e)) => m.dirty.range(bucket(s, r.stride)..e).map(|(b, _)| *b).collect(),
                 None => m.dirty.keys().copied().collect(),
             };
-            keys.into_iter().filter_map(|b| m.dirty.remove(&b).map(|c| (b, c))).collect()
+            let mut taken = Vec::with_capacity(keys.len());
+            for b in keys {
+                let Some(clear) = m.dirty.remove(&b) else { continue };
+                // Retention dropped (some of) the bucket's rows: what the rollup has stays.
+                if b >= cutoff {
+                    m.taken.insert(b, clear);
+                    taken.push((b, clear));
+                }
+            }
+            taken
         };
         let mut report = RollupReport::default();
         let result = self.recompute(r, &taken, &mut report);
         let mut m = lock(&r.marks);
+        for (b, _) in &taken {
+            m.taken.remove(b);
+        }
         match result {
             Ok(()) => {
                 m.recent.extend(taken.iter().map(|(b, _)| *b));
@@ -444,6 +581,18 @@ impl crate::db::Inner {
                 _ => None,
             })
             .collect();
+        // A tag named like a rollup column would put a tag and a field of one name in a row.
+        let outputs: BTreeSet<String> = fields
+            .iter()
+            .flat_map(|(_, f, _)| AGGREGATES.iter().map(move |a| column(f, a)))
+            .chain([ROWS_COLUMN.to_string()])
+            .collect();
+        if let Some(c) = schema.columns().iter().find(|c| c.kind == ColumnKind::Tag && outputs.contains(&c.name)) {
+            return Err(Error::InvalidInput(format!(
+                "rollup of {}.{}: tag `{}` has the name of a rollup column; rename the tag or drop the rule",
+                rule.database, rule.table, c.name
+            )));
+        }
         let mut i = 0;
         while i < buckets.len() {
             let mut j = i + 1;
@@ -451,11 +600,12 @@ impl crate::db::Inner {
                 j += 1;
             }
             let (start, end) = (buckets[i].0, buckets[j - 1].0.saturating_add(r.stride));
-            for (b, clear) in &buckets[i..j] {
-                if *clear && self.table_schema(&rule.database, &rule.target).is_some() {
-                    let req = DeleteRequest::new(&rule.target).time_range(*b, b.saturating_add(r.stride));
-                    self.delete(&rule.database, &req)?;
-                }
+            // A delete cut a bucket of the run: clear the run (every bucket of it is
+            // rewritten below, queries wait for it), with one tombstone.
+            if buckets[i..j].iter().any(|(_, clear)| *clear)
+                && self.table_schema(&rule.database, &rule.target).is_some()
+            {
+                let _ = self.delete(&rule.database, &DeleteRequest::new(&rule.target).time_range(start, end))?;
             }
             let mut out = WriteBatch::new(&rule.target);
             let mut stream = self.scan(&ScanRequest::new(&rule.database, &rule.table).time_range(start, end))?;
@@ -579,15 +729,25 @@ mod tests {
 
     #[test]
     fn marks_round_trip_and_damage_is_refused() {
+        let rule = RollupRule::new("fleet", "readings", Duration::from_secs(3600));
+        let r = Rollup { stride: rule.stride(), rule, marks: Mutex::default(), busy: Mutex::new(()) };
         let mut m = Marks::default();
         m.dirty.insert(3600, false);
         m.dirty.insert(-7200, true);
+        m.taken.insert(7200, true);
         m.recent.insert(0);
-        m.deletes.push((i64::MIN, 5));
-        let bytes = encode(&m);
-        let back = decode(Path::new("x"), &bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back.dirty, BTreeMap::from([(-7200, true), (0, false), (3600, false)]));
-        assert_eq!(back.deletes, vec![(i64::MIN, 5)]);
+        m.deletes.push(DeleteMark {
+            tags: vec![("name".into(), vec!["a".into(), "b".into()])],
+            start: i64::MIN,
+            end: 5,
+        });
+        m.backfill = Some(false);
+        let bytes = encode(&r, &m);
+        let (stride, table, back) = decode(Path::new("x"), &bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((stride, table.as_str()), (3_600_000_000_000, "readings"));
+        assert_eq!(back.dirty, BTreeMap::from([(-7200, true), (0, false), (3600, false), (7200, true)]));
+        assert_eq!(back.deletes, m.deletes);
+        assert_eq!(back.backfill, Some(false));
         for cut in 0..bytes.len() {
             assert!(decode(Path::new("x"), &bytes[..cut]).is_err(), "truncated at {cut}");
         }
@@ -596,6 +756,7 @@ mod tests {
             b[i] ^= 0x10;
             assert!(decode(Path::new("x"), &b).is_err(), "flipped byte {i}");
         }
+        assert_eq!(file_name("fleet", "a/b c_1h"), "fleet.a%2Fb%20c_1h");
     }
 
     #[test]

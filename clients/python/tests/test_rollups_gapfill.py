@@ -46,24 +46,24 @@ def check(s):
 def test_rollup_answers_equal_the_rows_across_sigkill(start_server, tmp_path):
     data = tmp_path / "data"
     s = start_server(token_config() + ROLLUP, data_dir=data)
-    # Two trucks, a reading every 10 s for an hour; speeds are whole numbers (exact sums).
-    lines = [f"readings,name=truck-{d} speed={(i * 7 + d * 3) % 90}i {T0 + i * 10 * NS + d}"
+    # Two trucks, a reading every 10 s for an hour; speeds are whole numbers as floats (exact sums).
+    lines = [f"readings,name=truck-{d} speed={(i * 7 + d * 3) % 90} {T0 + i * 10 * NS + d}"
              for i in range(360) for d in (1, 2)]
     write(s, lines)
     before = check(s)
     # A late row for an early bucket changes its answer.
-    write(s, [f"readings,name=truck-1 speed=500i {T0 + 7 * MIN + 5 * NS}"])
+    write(s, [f"readings,name=truck-1 speed=500 {T0 + 7 * MIN + 5 * NS}"])
     after = check(s)
     assert after != before and any(r["hi"] == 500 for r in after)
 
     # Crash: the marks of rows written since are rebuilt from the WAL.
-    write(s, [f"readings,name=truck-2 speed=400i {T0 + 20 * MIN + 1}"])
+    write(s, [f"readings,name=truck-2 speed=400 {T0 + 20 * MIN + 1}"])
     s.kill()
     s = start_server(token_config() + ROLLUP, data_dir=data)
     assert any(r["hi"] == 400 for r in check(s))
 
     # A flush trims the WAL: the marks not yet recomputed are in rollups/.
-    write(s, [f"readings,name=truck-1 speed=300i {T0 + 33 * MIN + 2}"])
+    write(s, [f"readings,name=truck-1 speed=300 {T0 + 33 * MIN + 2}"])
     r = requests.post(f"{s.http}/api/v3/admin/compact", params={"db": "fleet"},
                       headers={"Authorization": f"Bearer {ADMIN}"}, timeout=300)
     assert r.status_code == 200, r.text

@@ -724,6 +724,9 @@ struct Filler<'a> {
 
 impl<'a> Filler<'a> {
     fn new(params: &'a Params, buckets: Buckets, rows: RecordBatch) -> Result<Self> {
+        if buckets.count > MAX_ROWS {
+            return Err(too_many(buckets.count, 1, buckets.count));
+        }
         let key_cols: Vec<usize> = (0..params.groups).filter(|i| *i != params.time).collect();
         let times = ns(rows.column(params.time))?;
         let mut groups: Vec<(Option<u32>, Vec<Option<u32>>)> = Vec::new();
@@ -757,17 +760,12 @@ impl<'a> Filler<'a> {
             for v in index.values_mut().chain(row_group.iter_mut()) {
                 *v = rank[*v];
             }
+            let total = (order.len() as u64).saturating_mul(buckets.count);
+            if total > MAX_ROWS {
+                return Err(too_many(total, order.len(), buckets.count));
+            }
             groups = sorted.iter().map(|g| (Some(order[*g].1), vec![None; count])).collect();
             converter = Some(conv);
-        }
-        let total = (groups.len() as u64).saturating_mul(buckets.count);
-        if total > MAX_ROWS {
-            return Err(plan(format!(
-                "date_bin_gapfill would return {total} rows ({} groups × {} buckets), more than {MAX_ROWS}: \
-                 use a wider interval or a shorter time range",
-                groups.len(),
-                buckets.count
-            )));
         }
         let mut filler = Filler { params, buckets, rows, groups, converter, index, before: Vec::new(), prior: None };
         for i in 0..filler.rows.num_rows() {
@@ -806,7 +804,8 @@ impl<'a> Filler<'a> {
         let groups = self.prior_groups(&prior)?;
         for (i, (t, g)) in times.iter().zip(groups).enumerate() {
             let (Some(t), Some(g)) = (t, g) else { continue };
-            let Some(k) = self.buckets.index(*t).filter(|k| *k < 0) else { continue };
+            // Rows before the range, up to its start: in earlier buckets, or early in the first one.
+            let Some(k) = self.buckets.index(*t).filter(|k| *k <= 0) else { continue };
             for (j, fill) in self.params.fills.iter().enumerate() {
                 let valid = prior.column(self.params.groups + j).is_valid(i);
                 if *fill != Fill::Null && valid && self.before[g][j].is_none_or(|(kb, _)| kb < k) {
@@ -913,6 +912,13 @@ impl<'a> Filler<'a> {
         let own = take(own, exact, None)?;
         Ok(zip(&is_exact, &own, &line)?)
     }
+}
+
+fn too_many(total: u64, groups: usize, buckets: u64) -> DataFusionError {
+    plan(format!(
+        "date_bin_gapfill would return {total} rows ({groups} groups × {buckets} buckets), more than {MAX_ROWS}: \
+         use a wider interval or a shorter time range"
+    ))
 }
 
 /// A time column as nanoseconds.

@@ -27,7 +27,8 @@ use arrow_schema::DataType;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
+use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::functions_aggregate::first_last::last_value_udaf;
 use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment, ScalarFunction};
@@ -112,8 +113,19 @@ fn rewrite(agg: &Aggregate, scan: &TableScan) -> Result<Option<LogicalPlan>> {
         return Ok(None); // no whole bucket in the range
     }
     let db = table.db();
-    let refreshed = db.refresh_rollup_range(&rule, a.unwrap_or(i64::MIN), b.unwrap_or(i64::MAX));
-    refreshed.map_err(|e| DataFusionError::External(Box::new(e)))?;
+    // Recompute what is marked in the range first (blocking: tell tokio, when it runs us).
+    let refresh = || db.refresh_rollup_range(&rule, a.unwrap_or(i64::MIN), b.unwrap_or(i64::MAX));
+    let refreshed = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(refresh)
+        }
+        _ => refresh(),
+    };
+    if let Err(e) = refreshed {
+        // The rollup may be stale: the rows answer.
+        tracing::warn!(error = %e, target = %rule.target, "recomputing the rollup failed; answering from the rows");
+        return Ok(None);
+    }
     let Some(target) = table.sibling(&rule.target) else { return Ok(None) };
     // The rollup may lack a column (a field that never had a value, a tag no
     // recomputed row had yet): then the rows answer.
@@ -234,10 +246,12 @@ fn rewrite(agg: &Aggregate, scan: &TableScan) -> Result<Option<LogicalPlan>> {
     let groups = agg.group_expr.len();
     for (j, (first, second)) in outputs.into_iter().enumerate() {
         let i = groups + j;
-        let e = match second {
+        let e = match (second, &combines[j]) {
             // avg: sum of sums / sum of counts.
-            Some(n) => cast(at(groups + first), DataType::Float64) / cast(at(groups + n), DataType::Float64),
-            None => at(groups + first),
+            (Some(n), _) => cast(at(groups + first), DataType::Float64) / cast(at(groups + n), DataType::Float64),
+            // A count is 0, not NULL, where every partial is NULL (a field added later).
+            (None, Combine::Count(_)) => coalesce(vec![at(groups + first), lit(0i64)]),
+            (None, _) => at(groups + first),
         };
         let wanted = original.field(i).data_type();
         let e = if e.get_type(&out)? == *wanted { e } else { cast(e, wanted.clone()) };
@@ -351,15 +365,9 @@ fn analyse(agg: &Aggregate, scan: &TableScan) -> Option<Analysis> {
         if params.distinct || params.filter.is_some() {
             return None;
         }
-        // avg of an integer field comes as `avg(CAST(x AS Float64))`; the sum of the
-        // integers divided by their count is the same number.
-        let arg = match params.args.as_slice() {
-            [Expr::Cast(c)] if func.name() == "avg" && *c.field.data_type() == DataType::Float64 => {
-                std::slice::from_ref(c.expr.as_ref())
-            }
-            args => args,
-        };
-        let field = match arg {
+        // (avg of an integer field comes as `avg(CAST(x AS Float64))`, a float sum that
+        // does not overflow; the rollup's integer sum can: it is not rewritten.)
+        let field = match params.args.as_slice() {
             [Expr::Column(c)] => {
                 let id = schema.id_of(&c.name)?;
                 match schema.column(id)?.kind {
