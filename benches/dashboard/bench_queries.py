@@ -34,12 +34,12 @@ T0 = 1_733_011_200_000_000_000  # 2024-12-01T00:00:00Z
 STEP = 10_000_000_000  # 10 s
 
 
-def make_chunk(devices, first_step, steps, rng):
+def make_chunk(devices, first_step, steps, rng, t0=T0, step_ns=STEP):
     n = devices * steps
     step_idx = np.repeat(np.arange(first_step, first_step + steps, dtype=np.int64), devices)
     dev = np.tile(np.arange(devices), steps)
     jitter = rng.integers(-5, 6, size=n) * 1_000_000  # ±5 ms, as real gateways send
-    time_ns = T0 + step_idx * STEP + jitter
+    time_ns = t0 + step_idx * step_ns + jitter
     velocity = np.round(np.abs(40 + 25 * np.sin(step_idx / 300 + dev)) + rng.normal(0, 2, n), 1)
     fuel = np.round(np.clip(100 - (step_idx % 8640) / 86.4 - dev % 7, 0, 100), 2)
     load = rng.integers(0, 5000, size=n)

@@ -16,33 +16,14 @@ import time
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_queries import same_answers, start, stop, timed  # noqa: E402
+from bench_queries import make_chunk, same_answers, start, stop, timed  # noqa: E402
 
 import adbc_driver_flightsql.dbapi as flightsql  # noqa: E402
 
 T0 = 1_704_067_200_000_000_000  # 2024-01-01T00:00:00Z
 HOUR = 3600 * 10**9
-
-
-def make_chunk(devices, first_step, steps, step_ns, rng):
-    n = devices * steps
-    step_idx = np.repeat(np.arange(first_step, first_step + steps, dtype=np.int64), devices)
-    dev = np.tile(np.arange(devices), steps)
-    time_ns = T0 + step_idx * step_ns + rng.integers(0, 1000, size=n) * 1_000_000
-    velocity = np.round(np.abs(40 + 25 * np.sin(step_idx / 300 + dev)) + rng.normal(0, 2, n), 1)
-    fuel = np.round(np.clip(100 - (step_idx % 1440) / 14.4 - dev % 7, 0, 100), 2)
-    names = np.array([f"truck-{d}" for d in range(devices)], dtype=object)
-    fleets = np.array(["North", "South", "East", "West"], dtype=object)
-    return pa.table({
-        "time": pa.array(time_ns, pa.timestamp("ns")),
-        "name": pa.array(names[dev]),
-        "fleet": pa.array(fleets[dev % 4]),
-        "velocity": pa.array(velocity),
-        "fuel": pa.array(fuel),
-    })
 
 
 def main():
@@ -70,16 +51,16 @@ def main():
         config = tmp / "telemark.toml"
         config.write_text('[[rollup]]\ndatabase = "fleet"\ntable = "readings"\ninterval = "1h"\n')
         duck = duckdb.connect(str(tmp / "duck.db"))
-        duck.execute("CREATE TABLE readings (time TIMESTAMP, name VARCHAR, fleet VARCHAR, velocity DOUBLE, fuel DOUBLE)")
+        duck.execute("CREATE TABLE readings (time TIMESTAMP, name VARCHAR, fleet VARCHAR, velocity DOUBLE, fuel DOUBLE, load BIGINT)")
         proc, flight = start(args.bin, tmp / "telemark", ["--config", str(config)])
         chunk_steps = max(1, 200_000 // args.devices)
         t_ingest = time.perf_counter()
         with flightsql.connect(uri=flight) as conn, conn.cursor() as cur:
             for first in range(0, steps, chunk_steps):
-                chunk = make_chunk(args.devices, first, min(chunk_steps, steps - first), step_ns, rng)
+                chunk = make_chunk(args.devices, first, min(chunk_steps, steps - first), rng, t0=T0, step_ns=step_ns)
                 cur.adbc_ingest("readings", chunk, mode="create_append", db_schema_name="fleet")
                 duck.register("chunk", chunk)
-                duck.execute("INSERT INTO readings SELECT * FROM chunk")
+                duck.execute("INSERT INTO readings SELECT time::TIMESTAMP, name, fleet, velocity, fuel, load FROM chunk")
                 duck.unregister("chunk")
         t_ingest = time.perf_counter() - t_ingest
         duck.execute("CHECKPOINT")

@@ -464,26 +464,8 @@ impl Database {
                 inner.last_values.refresh(&inner, &db, &table)?;
             }
         }
-        let flusher = if inner.options.background_flush {
-            let weak = Arc::downgrade(&inner);
-            let handle = std::thread::Builder::new()
-                .name("telemark-flush".into())
-                .spawn(move || background_flush(weak))
-                .map_err(|e| Error::Internal(format!("cannot start the flush thread: {e}")))?;
-            Some(handle)
-        } else {
-            None
-        };
-        let compactor = if inner.options.compaction.background {
-            let weak = Arc::downgrade(&inner);
-            let handle = std::thread::Builder::new()
-                .name("telemark-compact".into())
-                .spawn(move || crate::compaction::background(weak))
-                .map_err(|e| Error::Internal(format!("cannot start the compaction thread: {e}")))?;
-            Some(handle)
-        } else {
-            None
-        };
+        let flusher = spawn(&inner, inner.options.background_flush, "flush", background_flush)?;
+        let compactor = spawn(&inner, inner.options.compaction.background, "compact", crate::compaction::background)?;
         #[cfg(feature = "tiering")]
         if let Some(tier) = inner.tier.clone() {
             // Objects of uploads a crash interrupted.
@@ -491,18 +473,10 @@ impl Database {
                 tracing::warn!(error = %e, "cold-tier garbage collection failed; it is retried on the next tiering run");
             }
         }
-        let refresher = if inner.options.background_flush && !inner.rollups.is_empty() {
-            let weak = Arc::downgrade(&inner);
-            let handle = std::thread::Builder::new()
-                .name("telemark-rollup".into())
-                .spawn(move || crate::rollup::background(weak))
-                .map_err(|e| Error::Internal(format!("cannot start the rollup thread: {e}")))?;
-            Some(handle)
-        } else {
-            None
-        };
-        let threads = (Mutex::new(flusher), Mutex::new(compactor), Mutex::new(refresher));
-        Ok((Database { inner, flusher: threads.0, compactor: threads.1, refresher: threads.2 }, report))
+        let rollups = inner.options.background_flush && !inner.rollups.is_empty();
+        let refresher = spawn(&inner, rollups, "rollup", crate::rollup::background)?;
+        let (flusher, compactor, refresher) = (Mutex::new(flusher), Mutex::new(compactor), Mutex::new(refresher));
+        Ok((Database { inner, flusher, compactor, refresher }, report))
     }
 
     /// Truncates the WAL of the database in `dir` at its first damaged record
@@ -805,6 +779,12 @@ impl Database {
             Some(r) if rollups.dirty_in(r, start, end) => self.inner.refresh_rollup(r, Some((start, end))).map(|_| ()),
             _ => Ok(()),
         }
+    }
+
+    /// The rollup rule whose source is `database.table`, if any.
+    pub(crate) fn rollup_of(&self, database: &str, table: &str) -> Option<crate::rollup::RollupRule> {
+        let rules = self.inner.rollups.all();
+        rules.iter().find(|r| r.rule.database == database && r.rule.table == table).map(|r| r.rule.clone())
     }
 
     /// The rollup rules.
@@ -1827,6 +1807,19 @@ fn split_by_partition(data: &SeriesData, options: &Options) -> Vec<(i64, SeriesD
             (p, SeriesData { times, columns })
         })
         .collect()
+}
+
+/// Starts background thread `telemark-<name>` running `body` (if `wanted`).
+fn spawn(inner: &Arc<Inner>, wanted: bool, name: &str, body: fn(Weak<Inner>)) -> Result<Option<JoinHandle<()>>> {
+    if !wanted {
+        return Ok(None);
+    }
+    let weak = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name(format!("telemark-{name}"))
+        .spawn(move || body(weak))
+        .map(Some)
+        .map_err(|e| Error::Internal(format!("cannot start the {name} thread: {e}")))
 }
 
 fn background_flush(weak: Weak<Inner>) {

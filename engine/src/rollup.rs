@@ -641,6 +641,47 @@ impl crate::db::Inner {
     }
 }
 
+/// `(count, min, max, sum, last)` of the valid values of rows `lo..hi`, in one pass.
+fn summarize<T: Copy>(
+    v: &[T],
+    valid: &[bool],
+    lo: usize,
+    hi: usize,
+    less: impl Fn(&T, &T) -> bool,
+    add: impl Fn(T, T) -> T,
+) -> (usize, Option<(T, T, T, T)>) {
+    let mut count = 0;
+    let mut acc: Option<(T, T, T, T)> = None;
+    for i in (lo..hi).filter(|i| valid.get(*i).copied().unwrap_or(false)) {
+        let Some(&x) = v.get(i) else { continue };
+        count += 1;
+        acc = Some(match acc {
+            None => (x, x, x, x),
+            Some((min, max, sum, _)) => {
+                (if less(&x, &min) { x } else { min }, if less(&max, &x) { x } else { max }, add(sum, x), x)
+            }
+        });
+    }
+    (count, acc)
+}
+
+/// Sets a field's rollup columns: `count` always, the others when there was a value.
+fn put<'a, T: Into<crate::FieldValue>>(
+    row: crate::RowWriter<'a>,
+    name: &str,
+    (count, acc): (usize, Option<(T, T, T, T)>),
+) -> crate::RowWriter<'a> {
+    let row = row.field(&column(name, "count"), count as i64);
+    match acc {
+        Some((min, max, sum, last)) => row
+            .field(&column(name, "min"), min)
+            .field(&column(name, "max"), max)
+            .field(&column(name, "sum"), sum)
+            .field(&column(name, "last"), last),
+        None => row,
+    }
+}
+
 /// Appends one target row per bucket of a series' rows (sorted by time).
 fn aggregate(
     key: &SeriesKey,
@@ -661,52 +702,19 @@ fn aggregate(
         }
         row = row.field(ROWS_COLUMN, (hi - lo) as i64);
         for (id, name, _) in fields {
-            let col = data.columns.get(*id).and_then(Option::as_ref);
-            let valid = |i: usize| col.is_some_and(|c| c.valid.get(i).copied().unwrap_or(false));
-            let count = (lo..hi).filter(|i| valid(*i)).count();
-            row = row.field(&column(name, "count"), count as i64);
-            let Some(col) = col.filter(|_| count > 0) else { continue };
-            let rows = (lo..hi).filter(|i| valid(*i));
-            match &col.values {
+            let Some(col) = data.columns.get(*id).and_then(Option::as_ref) else {
+                row = row.field(&column(name, "count"), 0i64);
+                continue;
+            };
+            let valid = &col.valid;
+            row = match &col.values {
                 Values::F64(v) => {
-                    let vals = rows.map(|i| v[i]);
-                    let (mut min, mut max, mut sum, mut last) = (f64::NAN, f64::NAN, 0.0, 0.0);
-                    for (n, x) in vals.enumerate() {
-                        if n == 0 || x.total_cmp(&min).is_lt() {
-                            min = x;
-                        }
-                        if n == 0 || x.total_cmp(&max).is_gt() {
-                            max = x;
-                        }
-                        sum += x;
-                        last = x;
-                    }
-                    row = row
-                        .field(&column(name, "min"), min)
-                        .field(&column(name, "max"), max)
-                        .field(&column(name, "sum"), sum)
-                        .field(&column(name, "last"), last);
+                    put(row, name, summarize(v, valid, lo, hi, |a, b| a.total_cmp(b).is_lt(), |a, b| a + b))
                 }
-                Values::I64(v) => {
-                    let vals: Vec<i64> = rows.map(|i| v[i]).collect();
-                    let sum = vals.iter().fold(0i64, |a, x| a.wrapping_add(*x));
-                    row = row
-                        .field(&column(name, "min"), vals.iter().copied().min().unwrap_or(0))
-                        .field(&column(name, "max"), vals.iter().copied().max().unwrap_or(0))
-                        .field(&column(name, "sum"), sum)
-                        .field(&column(name, "last"), vals.last().copied().unwrap_or(0));
-                }
-                Values::U64(v) => {
-                    let vals: Vec<u64> = rows.map(|i| v[i]).collect();
-                    let sum = vals.iter().fold(0u64, |a, x| a.wrapping_add(*x));
-                    row = row
-                        .field(&column(name, "min"), vals.iter().copied().min().unwrap_or(0))
-                        .field(&column(name, "max"), vals.iter().copied().max().unwrap_or(0))
-                        .field(&column(name, "sum"), sum)
-                        .field(&column(name, "last"), vals.last().copied().unwrap_or(0));
-                }
-                Values::Bool(_) | Values::Str(_) => {}
-            }
+                Values::I64(v) => put(row, name, summarize(v, valid, lo, hi, |a, b| a < b, i64::wrapping_add)),
+                Values::U64(v) => put(row, name, summarize(v, valid, lo, hi, |a, b| a < b, u64::wrapping_add)),
+                Values::Bool(_) | Values::Str(_) => row,
+            };
         }
         lo = hi;
     }

@@ -5,10 +5,12 @@
 //! `SELECT tags, last(x, time), ... GROUP BY tags` answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
 
+mod sql_rows;
+
 use std::sync::Arc;
 
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use proptest::prelude::*;
+use sql_rows::{render, rows};
 use telemark_engine::query::QueryEngine;
 use telemark_engine::{Database, DeleteRequest, Options, WriteBatch};
 
@@ -94,26 +96,6 @@ fn write(db: &Database, rows: &[Row]) {
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
 }
 
-/// Rows rendered `device|region|time|x|y|s`, sorted.
-fn render(batches: &[arrow_array::RecordBatch], columns: &[&str]) -> Vec<String> {
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for b in batches {
-        let fmts: Vec<_> = columns
-            .iter()
-            .map(|c| {
-                let col = b.column_by_name(c).unwrap_or_else(|| panic!("no column {c} in {:?}", b.schema()));
-                ArrayFormatter::try_new(col.as_ref(), &opts).unwrap()
-            })
-            .collect();
-        for r in 0..b.num_rows() {
-            rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join("|"));
-        }
-    }
-    rows.sort();
-    rows
-}
-
 const COLUMNS: [&str; 6] = ["device", "region", "time", "x", "y", "s"];
 
 async fn check(db: &Arc<Database>, rewrites: bool) {
@@ -164,14 +146,6 @@ async fn check(db: &Arc<Database>, rewrites: bool) {
     if rewrites {
         latest_per_device_from_the_cache(&engine, has("region"), &["x", "y", "s"].map(has)).await;
     }
-}
-
-/// Every column of a query's answer, rendered and sorted.
-async fn rows(engine: &QueryEngine, sql: &str) -> Vec<String> {
-    let batches = engine.sql(Some("db"), sql).await.unwrap().collect().await.unwrap();
-    let Some(first) = batches.first() else { return Vec::new() };
-    let names: Vec<String> = first.schema().fields().iter().map(|f| f.name().clone()).collect();
-    render(&batches, &names.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// "The latest per device" is answered from the cache, and equals the scan of

@@ -5,11 +5,13 @@
 //! same query kept on the scan, and `EXPLAIN` shows which one read the rollup.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
 
+mod sql_rows;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use proptest::prelude::*;
+use sql_rows::rows;
 use telemark_engine::query::QueryEngine;
 use telemark_engine::{Database, DeleteRequest, Options, RollupRule, WriteBatch};
 
@@ -90,20 +92,6 @@ fn write(db: &Database, rows: &[Row]) {
     }
     let out = db.write("db", &b).unwrap();
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
-}
-
-async fn rows(engine: &QueryEngine, sql: &str) -> Vec<String> {
-    let batches = engine.sql(Some("db"), sql).await.unwrap().collect().await.unwrap();
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in &batches {
-        let fmts: Vec<_> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
-        for r in 0..b.num_rows() {
-            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join("|"));
-        }
-    }
-    out.sort();
-    out
 }
 
 async fn explain(engine: &QueryEngine, sql: &str) -> String {

@@ -292,7 +292,7 @@ fn analyse(agg: &Aggregate, scan: &TableScan) -> Option<Analysis> {
     let provider = source_as_provider(&scan.source).ok()?;
     let table = provider.downcast_ref::<TelemarkTable>()?;
     let (database, name) = table.names();
-    let rule = table.db().rollups().into_iter().find(|r| r.database == database && r.table == name)?;
+    let rule = table.db().rollup_of(database, name)?;
     let stride = rule.stride();
     let (mut lo, mut hi) = (None::<i64>, None::<i64>);
     let mut tag_filters = Vec::new();
