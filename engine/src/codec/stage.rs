@@ -1,10 +1,35 @@
 //! The optional zstd stage segments apply over a chunk's codec payload
 //! (chunk flag 4, segment format version 2; see `docs/format.md`).
 
+use std::cell::RefCell;
+
 /// zstd level of the optional stage over a chunk's codec payload (and of the string codec's frame).
 pub const ZSTD_STAGE_LEVEL: i32 = 3;
 /// Payloads shorter than this are left alone (a frame costs ~10 bytes).
 pub const ZSTD_STAGE_MIN_BYTES: usize = 256;
+
+thread_local! {
+    /// zstd contexts, one per thread and reused: creating one allocates and
+    /// clears hundreds of kilobytes, more than decoding a chunk costs.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's context from `slot`, made by `make` on first use.
+fn with_context<C, T>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<C>>>,
+    make: impl FnOnce() -> std::io::Result<C>,
+    f: impl FnOnce(&mut C) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    slot.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let context = match cell.as_mut() {
+            Some(c) => c,
+            None => cell.insert(make()?),
+        };
+        f(context)
+    })
+}
 
 /// The payload as `raw_len u32 | zstd frame`, if that is at least 5 % smaller:
 /// the codecs leave byte-level redundancy (repeated bit patterns in packed
@@ -23,7 +48,8 @@ pub fn zstd_stage(payload: &[u8]) -> Option<Vec<u8>> {
 /// payload of 4 GiB or more (its length does not fit) or if zstd fails.
 pub(crate) fn put_zstd_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let len = u32::try_from(payload.len()).map_err(|_| format!("{} bytes do not fit a u32 length", payload.len()))?;
-    let frame = zstd::bulk::compress(payload, ZSTD_STAGE_LEVEL).map_err(|e| format!("zstd compression failed: {e}"))?;
+    let frame = with_context(&COMPRESSOR, || zstd::bulk::Compressor::new(ZSTD_STAGE_LEVEL), |c| c.compress(payload))
+        .map_err(|e| format!("zstd compression failed: {e}"))?;
     out.reserve(4 + frame.len());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&frame);
@@ -45,7 +71,8 @@ pub fn unzstd_stage(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     if raw_len > limit {
         return Err(format!("zstd frame claims {raw_len} bytes, over the limit of {limit} for its values"));
     }
-    let raw = zstd::bulk::decompress(frame, raw_len).map_err(|e| format!("zstd frame does not decompress: {e}"))?;
+    let raw = with_context(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |d| d.decompress(frame, raw_len))
+        .map_err(|e| format!("zstd frame does not decompress: {e}"))?;
     if raw.len() != raw_len {
         return Err(format!("zstd frame decompresses to {} bytes, the chunk says {raw_len}", raw.len()));
     }
