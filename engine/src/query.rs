@@ -82,6 +82,7 @@ mod functions;
 mod gapfill;
 mod last;
 mod rollup;
+mod series_agg;
 mod table;
 
 use std::sync::Arc;
@@ -142,6 +143,7 @@ fn base_state(partitions: Option<usize>) -> SessionState {
         .with_optimizer_rule(Arc::new(rollup::RollupRewrite))
         .with_analyzer_rule(Arc::new(gapfill::GapFillRewrite))
         .with_query_planner(Arc::new(gapfill::Planner))
+        .with_physical_optimizer_rule(Arc::new(series_agg::SeriesAggregate))
         .build();
     let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);

@@ -233,8 +233,16 @@ impl TableProvider for TelemarkTable {
             Arc::new(self.arrow.project(
                 projection.map(Vec::as_slice).unwrap_or(&(0..self.arrow.fields().len()).collect::<Vec<_>>()),
             )?);
+        let columns = names
+            .iter()
+            .map(|n| match n.as_str() {
+                TIME_COLUMN => ScanColumn::Time,
+                n if self.is_tag(n) => ScanColumn::Tag,
+                _ => ScanColumn::Field,
+            })
+            .collect();
         req = req.project(names);
-        Ok(Arc::new(TelemarkScanExec::new(self.db.clone(), req, schema, limit, partitions)))
+        Ok(Arc::new(TelemarkScanExec::new(self.db.clone(), req, schema, columns, limit, partitions)))
     }
 
     async fn insert_into(
@@ -320,12 +328,22 @@ impl TableProvider for TelemarkTable {
     }
 }
 
+/// What a column of a scan's output is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanColumn {
+    Time,
+    /// Constant for every row of a series.
+    Tag,
+    Field,
+}
+
 /// Reads a Telemark table with time range, tag filters, projection and limit pushed down.
 #[derive(Debug)]
 pub struct TelemarkScanExec {
     db: Arc<Database>,
     request: ScanRequest,
     schema: SchemaRef,
+    columns: Vec<ScanColumn>,
     limit: Option<usize>,
     partitions: usize,
     properties: Arc<PlanProperties>,
@@ -337,6 +355,7 @@ impl TelemarkScanExec {
         db: Arc<Database>,
         request: ScanRequest,
         schema: SchemaRef,
+        columns: Vec<ScanColumn>,
         limit: Option<usize>,
         partitions: usize,
     ) -> Self {
@@ -346,7 +365,12 @@ impl TelemarkScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        TelemarkScanExec { db, request, schema, limit, partitions, properties }
+        TelemarkScanExec { db, request, schema, columns, limit, partitions, properties }
+    }
+
+    /// What output column `i` is.
+    pub(crate) fn column(&self, i: usize) -> Option<ScanColumn> {
+        self.columns.get(i).copied()
     }
 }
 

@@ -1,0 +1,343 @@
+//! Partial aggregation by runs: the first phase of a `GROUP BY` over tags
+//! (and time buckets) without a hash table.
+//!
+//! A scan returns a table series by series, each series sorted by time, so
+//! rows of one group (one series, or one series and bucket) arrive as runs.
+//! DataFusion's partial aggregate hashes the group key of every row anyway:
+//! for a `GROUP BY name, fleet, model` that is three strings per row.
+//! [`SeriesAggregate`] replaces such a partial aggregate with
+//! [`SeriesAggregateExec`], which finds where the key changes (one vectorized
+//! comparison per key column) and numbers the runs in order, so DataFusion's
+//! own group accumulators run without hashing, emitting one row of partial
+//! state per run.
+//!
+//! Correctness does not rest on the runs being whole groups: a partial
+//! aggregate may emit a group more than once, and the final aggregate above it
+//! merges every partial row of a group. Runs only decide how much work is
+//! saved, so the rule takes groupings that follow series (tags, and
+//! expressions of time such as `date_bin`) straight over a Telemark scan.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::SchemaRef;
+use datafusion::arrow::compute::{concat, partition, take};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+    RecordBatchStream, SendableRecordBatchStream,
+};
+use futures::{Stream, StreamExt};
+
+use super::table::{ScanColumn, TelemarkScanExec};
+
+/// The physical optimizer rule: partial aggregates grouped by series-following
+/// keys over a Telemark scan become [`SeriesAggregateExec`].
+#[derive(Debug, Default)]
+pub(crate) struct SeriesAggregate;
+
+impl PhysicalOptimizerRule for SeriesAggregate {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(agg) = node.downcast_ref::<AggregateExec>() else { return Ok(Transformed::no(node)) };
+            match SeriesAggregateExec::replacing(agg)? {
+                Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "series_aggregate"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Where column `i` of `plan`'s output comes from, followed through the
+/// operators that pass columns along unchanged down to a Telemark scan.
+fn origin(plan: &Arc<dyn ExecutionPlan>, i: usize) -> Option<ScanColumn> {
+    if let Some(scan) = plan.downcast_ref::<TelemarkScanExec>() {
+        return scan.column(i);
+    }
+    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        let c = p.expr().get(i)?.expr.downcast_ref::<Column>()?;
+        return origin(p.input(), c.index());
+    }
+    if let Some(f) = plan.downcast_ref::<FilterExec>() {
+        let j = match f.projection() {
+            Some(p) => *p.get(i)?,
+            None => i,
+        };
+        return origin(f.input(), j);
+    }
+    let passes_through = plan.downcast_ref::<RepartitionExec>().is_some();
+    match plan.children().as_slice() {
+        [child] if passes_through => origin(child, i),
+        _ => None,
+    }
+}
+
+/// Does grouping by `expr` keep each series' rows in long runs? A tag does
+/// (constant per series); an expression of time alone, such as a bucket, does
+/// (a series is sorted by time); time itself does not (a run per row).
+fn follows_series(expr: &Arc<dyn PhysicalExpr>, input: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return origin(input, c.index()) == Some(ScanColumn::Tag);
+    }
+    let columns = collect_columns(expr);
+    !columns.is_empty() && columns.iter().all(|c| origin(input, c.index()) == Some(ScanColumn::Time))
+}
+
+/// A partial aggregate that aggregates runs of equal group keys, with the
+/// same output as the [`AggregateExec`] it replaces.
+#[derive(Debug)]
+pub(crate) struct SeriesAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    group: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl SeriesAggregateExec {
+    /// The replacement for `agg`, if it is a partial aggregate this can run.
+    fn replacing(agg: &AggregateExec) -> Result<Option<Self>> {
+        let group = agg.group_expr();
+        let simple = *agg.mode() == AggregateMode::Partial
+            && group.is_single()
+            && !group.expr().is_empty()
+            && agg.limit_options().is_none()
+            && agg.filter_expr().iter().all(Option::is_none)
+            && agg
+                .aggr_expr()
+                .iter()
+                .all(|a| !a.is_distinct() && a.order_bys().is_empty() && a.groups_accumulator_supported());
+        if !simple || !group.expr().iter().all(|(e, _)| follows_series(e, agg.input())) {
+            return Ok(None);
+        }
+        Ok(Some(Self::new(agg.input().clone(), group.expr().to_vec(), agg.aggr_expr().to_vec(), agg.schema())))
+    }
+
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        group: Vec<(Arc<dyn PhysicalExpr>, String)>,
+        aggregates: Vec<Arc<AggregateFunctionExpr>>,
+        schema: SchemaRef,
+    ) -> Self {
+        let partitions = input.output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        SeriesAggregateExec { input, group, aggregates, properties }
+    }
+}
+
+impl DisplayAs for SeriesAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let group: Vec<String> = self
+            .group
+            .iter()
+            .map(|(e, name)| match e.to_string() {
+                shown if shown == *name => shown,
+                shown => format!("{shown} as {name}"),
+            })
+            .collect();
+        let aggs: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
+        write!(f, "SeriesAggregateExec: mode=Partial, runs of gby=[{}], aggr=[{}]", group.join(", "), aggs.join(", "))
+    }
+}
+
+impl ExecutionPlan for SeriesAggregateExec {
+    fn name(&self) -> &'static str {
+        "SeriesAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let mut exprs = self.group.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>();
+        exprs.extend(self.aggregates.iter().flat_map(|a| a.expressions()));
+        let mut recursion = TreeNodeRecursion::Continue;
+        for e in &exprs {
+            recursion = f(e)?;
+            if recursion == TreeNodeRecursion::Stop {
+                break;
+            }
+        }
+        Ok(recursion)
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Internal("SeriesAggregateExec: no input".into()))?;
+        Ok(Arc::new(SeriesAggregateExec::new(input, self.group.clone(), self.aggregates.clone(), self.schema())))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context.clone())?;
+        Ok(Box::pin(RunStream {
+            input,
+            schema: self.schema(),
+            group: self.group.iter().map(|(e, _)| e.clone()).collect(),
+            args: self.aggregates.iter().map(|a| a.expressions()).collect(),
+            accumulators: self.aggregates.iter().map(|a| a.create_groups_accumulator()).collect::<Result<_>>()?,
+            batch_size: context.session_config().batch_size().max(1),
+            keys: vec![Vec::new(); self.group.len()],
+            last_key: Vec::new(),
+            groups: 0,
+            done: false,
+        }))
+    }
+}
+
+/// Aggregates one partition of the input: each run of equal keys is a group
+/// of DataFusion's own group accumulators (so the partial state is exactly
+/// what its hash aggregate would emit), numbered in order instead of hashed.
+struct RunStream {
+    input: SendableRecordBatchStream,
+    schema: SchemaRef,
+    group: Vec<Arc<dyn PhysicalExpr>>,
+    /// Each aggregate's argument expressions.
+    args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    batch_size: usize,
+    /// Per key column, the key of each group so far (in pieces, one per input batch).
+    keys: Vec<Vec<ArrayRef>>,
+    /// The key of the last group, which the next batch may continue.
+    last_key: Vec<ScalarValue>,
+    groups: usize,
+    done: bool,
+}
+
+impl RunStream {
+    fn consume(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let keys = self.group.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
+        let mut indices = Vec::with_capacity(rows);
+        let mut starts: Vec<u32> = Vec::new();
+        for (n, range) in partition(&keys)?.ranges().into_iter().enumerate() {
+            // Runs within a batch differ from their neighbours; only the first may continue the last batch's.
+            let continues = n == 0
+                && self.groups > 0
+                && self
+                    .last_key
+                    .iter()
+                    .zip(&keys)
+                    .all(|(k, a)| ScalarValue::try_from_array(a, 0).is_ok_and(|v| v == *k));
+            if !continues {
+                self.groups += 1;
+                starts
+                    .push(u32::try_from(range.start).map_err(|_| DataFusionError::Internal("batch too long".into()))?);
+            }
+            indices.resize(indices.len() + range.len(), self.groups - 1);
+        }
+        let starts = UInt32Array::from(starts);
+        for (pieces, column) in self.keys.iter_mut().zip(&keys) {
+            pieces.push(take(column.as_ref(), &starts, None)?);
+        }
+        self.last_key = keys.iter().map(|a| ScalarValue::try_from_array(a, rows - 1)).collect::<Result<_>>()?;
+        for (acc, exprs) in self.accumulators.iter_mut().zip(&self.args) {
+            let values =
+                exprs.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
+            acc.update_batch(&values, &indices, None, self.groups)?;
+        }
+        Ok(())
+    }
+
+    /// Every group so far, as rows of key and partial state. A run still
+    /// open continues as a new group: the final aggregate merges the two.
+    fn emit(&mut self) -> Result<RecordBatch> {
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for pieces in &mut self.keys {
+            let pieces = std::mem::take(pieces);
+            columns.push(concat(&pieces.iter().map(AsRef::as_ref).collect::<Vec<_>>())?);
+        }
+        for acc in &mut self.accumulators {
+            columns.extend(acc.state(EmitTo::All)?);
+        }
+        self.groups = 0;
+        self.last_key.clear();
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+impl Stream for RunStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.groups >= this.batch_size {
+                return Poll::Ready(Some(this.emit()));
+            }
+            match this.input.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(batch))) => {
+                    if let Err(e) = this.consume(&batch) {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(if this.groups == 0 { None } else { Some(this.emit()) });
+                }
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for RunStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
