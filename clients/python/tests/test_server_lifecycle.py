@@ -20,8 +20,16 @@ from conftest import ADMIN, BIN, ROOT, Server, token_config
 
 
 def test_readme_start_command_resolves_from_the_repo_root():
-    # The README says `cargo run --release -- serve`; the same resolution in the debug profile
-    # (already built by the test script) must pick the `telemark` binary.
+    # The README's start command names a profile of Cargo.toml (building it here would take
+    # ~10 minutes); the same resolution in the debug profile (already built by the test
+    # script) must pick the `telemark` binary.
+    import re
+    import tomllib
+    readme = (ROOT / "README.md").read_text()
+    start = re.search(r"## Two commands.*?```sh\n(.*?)\n```", readme, re.S).group(1)
+    assert start == "cargo run --profile quick -- serve", start
+    profiles = tomllib.loads((ROOT / "Cargo.toml").read_text())["profile"]
+    assert "quick" in profiles and profiles["quick"].get("debug") is False, profiles.get("quick")
     r = subprocess.run(["cargo", "run", "--quiet", "--", "serve", "--print-config"], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
