@@ -198,10 +198,10 @@ impl QueryEngine {
 
     /// Like [`QueryEngine::context`], limited to the databases `access` allows.
     pub fn context_with_access(&self, database: Option<&str>, access: Access) -> SessionContext {
-        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
-            // Each session gets its own catalog list: the base's is shared by every copy.
-            .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
-            .build();
+        // A copy of the base (a builder would register every function again),
+        // with a catalog list of its own: the base's is shared by every copy.
+        let mut state = self.base.clone();
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
         state.config_mut().options_mut().catalog.default_schema = database.unwrap_or("public").to_string();
         let ctx = SessionContext::new_with_state(state);
         let access = Arc::new(access);
@@ -277,4 +277,48 @@ pub fn engine_error(e: &DataFusionError) -> Option<&crate::Error> {
 
 pub(crate) fn external(e: crate::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+    use super::{Access, QueryEngine};
+    use crate::{Database, Options, WriteBatch};
+    use std::sync::Arc;
+
+    /// Sessions are copies of one base: each must keep its own catalog and
+    /// access, whatever order they are made and used in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_copied_from_the_base_keep_their_own_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path(), Options::default()).unwrap());
+        for database in ["a", "b"] {
+            let mut w = WriteBatch::new("t");
+            w.row(1).tag("d", "x").field("v", 1.0);
+            let _ = db.write(database, &w).unwrap();
+        }
+        let engine = QueryEngine::new(db);
+        let everything = engine.context(Some("a"));
+        let only_a = engine.context_with_access(
+            Some("a"),
+            Access { read: Some(["a".to_string()].into()), write: Some(Default::default()) },
+        );
+        let everything_again = engine.context(Some("b"));
+        let count = |ctx: &datafusion::prelude::SessionContext, sql: &str| {
+            let ctx = ctx.clone();
+            let sql = sql.to_string();
+            async move { QueryEngine::plan(&ctx, &sql).await.map(|_| ()) }
+        };
+        assert!(count(&only_a, "SELECT * FROM b.t").await.is_err(), "`b` is hidden from a session reading `a` only");
+        count(&only_a, "SELECT * FROM t").await.unwrap();
+        count(&everything, "SELECT * FROM b.t").await.unwrap();
+        count(&everything_again, "SELECT * FROM t").await.unwrap();
+        count(&everything_again, "SELECT * FROM a.t").await.unwrap();
+        let names = |ctx: &datafusion::prelude::SessionContext| {
+            ctx.catalog(super::CATALOG).unwrap().schema_names().into_iter().collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(names(&only_a), ["a".to_string()].into());
+        assert!(names(&everything).contains("b") && names(&everything_again).contains("a"));
+    }
 }
