@@ -78,6 +78,10 @@ struct Prepared {
     database: Option<String>,
     owner: String,
     params: Vec<ScalarValue>,
+    /// The plan made when it was prepared, for the first execution (ADBC and
+    /// JDBC prepare every statement, then execute it at once): taken once, and
+    /// only within `PLAN_CACHE_AGE` and without parameters.
+    planned: Option<(Instant, datafusion::dataframe::DataFrame)>,
 }
 
 /// The Flight SQL service.
@@ -220,6 +224,17 @@ impl TelemarkFlightSql {
         ticket: &[u8],
     ) -> Result<SchemaRef, Status> {
         let df = self.dataframe(p, db, sql, params).await?;
+        self.keep_plan(p, df, params, ticket).await
+    }
+
+    /// Makes the physical plan of `df` and keeps it for the `DoGet` of `ticket`; returns its schema.
+    async fn keep_plan(
+        &self,
+        p: &Principal,
+        df: datafusion::dataframe::DataFrame,
+        params: &[ScalarValue],
+        ticket: &[u8],
+    ) -> Result<SchemaRef, Status> {
         let task = Arc::new(df.task_ctx());
         let plan = df.create_physical_plan().await.map_err(|e| self.fail(e.into()))?;
         let schema = plain_schema(&plan.schema());
@@ -365,7 +380,8 @@ impl FlightSqlService for TelemarkFlightSql {
         let df = self.dataframe(&p, db.as_deref(), &sql, &[]).await?;
         let dataset_schema = plain_schema(df.schema().as_arrow());
         let handle: Vec<u8> = rand::random::<u64>().to_le_bytes().to_vec();
-        let stmt = Prepared { sql, database: db, owner: p.name.clone(), params: Vec::new() };
+        let planned = Some((Instant::now(), df));
+        let stmt = Prepared { sql, database: db, owner: p.name.clone(), params: Vec::new(), planned };
         {
             let mut map = self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let owned = map.values().filter(|s| s.owner == p.name).count();
@@ -422,9 +438,20 @@ impl FlightSqlService for TelemarkFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let p = self.principal(request.metadata())?;
-        let s = self.prepared(&cmd.prepared_statement_handle, &p)?;
-        let schema =
-            self.plan_schema(&p, s.database.as_deref(), &s.sql, &s.params, &cmd.prepared_statement_handle).await?;
+        let handle = &cmd.prepared_statement_handle;
+        let s = self.prepared(handle, &p)?;
+        let fresh = s.planned.filter(|(at, _)| s.params.is_empty() && at.elapsed() < PLAN_CACHE_AGE);
+        let schema = match fresh {
+            Some((_, df)) => {
+                if let Some(s) =
+                    self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&handle[..])
+                {
+                    s.planned = None;
+                }
+                self.keep_plan(&p, df, &[], handle).await?
+            }
+            None => self.plan_schema(&p, s.database.as_deref(), &s.sql, &s.params, handle).await?,
+        };
         info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())
     }
 

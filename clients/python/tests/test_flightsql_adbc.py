@@ -55,6 +55,25 @@ def test_prepared_statement_with_bound_parameter(fleet):
         assert latest is not None
 
 
+def test_a_prepared_statement_reads_rows_written_after_it_was_prepared(fleet):
+    # The first execution reuses the plan made at prepare time; it must still read the rows
+    # as they are when it runs, as every later execution (planned anew) does.
+    def write(cur, k):
+        t = pa.table({"time": pa.array([T0 + k], pa.timestamp("ns")), "dev": ["a"], "v": [float(k)]})
+        cur.adbc_ingest("prep", t, mode="create_append", db_schema_name="lab")
+
+    with connect(fleet) as conn, conn.cursor() as cur, conn.cursor() as writer:
+        write(writer, 1)
+        sql = "SELECT count(*), sum(v) FROM lab.prep"
+        cur.adbc_prepare(sql)
+        write(writer, 2)
+        cur.execute(sql)
+        assert cur.fetchall() == [(2, 3.0)]
+        write(writer, 3)
+        cur.execute(sql)
+        assert cur.fetchall() == [(3, 6.0)]
+
+
 def test_ingest_then_read_back_types_and_values(fleet):
     data = pa.table({
         "time": pa.array([T0, T0 + 1], pa.timestamp("ns")),

@@ -18,7 +18,11 @@ DASHBOARD = pathlib.Path(__file__).resolve().parents[2] / "grafana" / "dashboard
 NS = 1_000_000_000
 TRUCKS = 12
 STEP = 60 * NS
-HISTORY = 120  # minutes
+# Minutes of rows: longer than the panels' two-hour range, so the gap-filled
+# panel always has a value before the range to carry into its first bucket
+# (with exactly two hours, a range starting late in a 5-minute bucket had no
+# row in it nor before it, and the test failed one run in five).
+HISTORY = 130
 INTERVAL_S = 300
 
 RULES = """
