@@ -172,6 +172,7 @@ pub(crate) struct Rollups {
 /// for a flush to make room.
 pub(crate) fn background(weak: std::sync::Weak<crate::db::Inner>) {
     use std::sync::atomic::Ordering;
+    let mut failing = Failing::default();
     loop {
         let Some(inner) = weak.upgrade() else { return };
         {
@@ -189,9 +190,45 @@ pub(crate) fn background(weak: std::sync::Weak<crate::db::Inner>) {
         if inner.poisoned().is_some() {
             continue;
         }
-        if let Err(e) = inner.refresh_rollups(None) {
-            tracing::error!(error = %e, "recomputing rollups failed; retrying in a second");
+        failing.record(inner.refresh_rollups(None).err().map(|e| e.to_string()));
+    }
+}
+
+/// How often the same failure is logged again while it lasts.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The rollup thread's failures, logged when they start, change, or have
+/// lasted another minute, and when they end: the thread retries every second.
+#[derive(Debug, Default)]
+struct Failing {
+    /// The error, when it was last logged, and the failed attempts since.
+    current: Option<(String, std::time::Instant, u64)>,
+}
+
+impl Failing {
+    fn record(&mut self, error: Option<String>) {
+        match (error, &mut self.current) {
+            (None, current) => {
+                if let Some((error, _, attempts)) = current.take() {
+                    tracing::info!(%error, attempts, "recomputing rollups works again");
+                }
+            }
+            (Some(e), Some((last, at, attempts))) if *last == e && at.elapsed() < FAILURE_LOG_EVERY => *attempts += 1,
+            (Some(e), current) => {
+                let repeated = current.as_ref().filter(|(last, _, _)| *last == e).map_or(0, |(_, _, n)| *n);
+                tracing::error!(
+                    error = %e,
+                    failed_attempts_since_last_logged = repeated,
+                    "recomputing rollups failed; retrying every second (logged again in a minute if it lasts)"
+                );
+                *current = Some((e, std::time::Instant::now(), 0));
+            }
         }
+    }
+
+    #[cfg(test)]
+    fn logged_error(&self) -> Option<&str> {
+        self.current.as_ref().map(|(e, _, _)| e.as_str())
     }
 }
 
@@ -723,6 +760,26 @@ fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lasting_failure_is_logged_once_a_minute_not_every_second() {
+        let mut f = Failing::default();
+        f.record(Some("tag `rows` collides".into()));
+        for _ in 0..5 {
+            f.record(Some("tag `rows` collides".into()));
+        }
+        assert_eq!(f.current.as_ref().map(|c| c.2), Some(5), "repeats are counted, not logged");
+        f.record(Some("disk full".into()));
+        assert_eq!(f.logged_error(), Some("disk full"));
+        assert_eq!(f.current.as_ref().map(|c| c.2), Some(0), "a new error is logged at once");
+        if let Some(c) = f.current.as_mut() {
+            c.1 = c.1.checked_sub(FAILURE_LOG_EVERY).unwrap_or(c.1);
+        }
+        f.record(Some("disk full".into()));
+        assert_eq!(f.current.as_ref().map(|c| c.2), Some(0), "a minute on, the same error is logged again");
+        f.record(None);
+        assert_eq!(f.logged_error(), None);
+    }
 
     #[test]
     fn names() {
