@@ -18,12 +18,14 @@
 //! expressions of time such as `date_bin`) straight over a Telemark scan.
 
 use std::fmt;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::SchemaRef;
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{concat, partition, take};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
@@ -219,7 +221,14 @@ impl ExecutionPlan for SeriesAggregateExec {
             schema: self.schema(),
             group: self.group.iter().map(|(e, _)| e.clone()).collect(),
             args: self.aggregates.iter().map(|a| a.expressions()).collect(),
-            accumulators: self.aggregates.iter().map(|a| a.create_groups_accumulator()).collect::<Result<_>>()?,
+            accumulators: self
+                .aggregates
+                .iter()
+                .map(|a| match Additive::for_aggregate(a, &self.input.schema()) {
+                    Some(additive) => Ok(Acc::Additive(additive)),
+                    None => a.create_groups_accumulator().map(Acc::Groups),
+                })
+                .collect::<Result<_>>()?,
             batch_size: context.session_config().batch_size().max(1),
             keys: vec![Vec::new(); self.group.len()],
             last_key: Vec::new(),
@@ -238,7 +247,7 @@ struct RunStream {
     group: Vec<Arc<dyn PhysicalExpr>>,
     /// Each aggregate's argument expressions.
     args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
-    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    accumulators: Vec<Acc>,
     batch_size: usize,
     /// Per key column, the key of each group so far (in pieces, one per input batch).
     keys: Vec<Vec<ArrayRef>>,
@@ -255,7 +264,10 @@ impl RunStream {
             return Ok(());
         }
         let keys = self.group.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
-        let mut indices = Vec::with_capacity(rows);
+        // Each run and its group; a group index per row only for DataFusion's accumulators.
+        let mut runs: Vec<(Range<usize>, usize)> = Vec::new();
+        let need_indices = self.accumulators.iter().any(|a| matches!(a, Acc::Groups(_)));
+        let mut indices = Vec::with_capacity(if need_indices { rows } else { 0 });
         let mut starts: Vec<u32> = Vec::new();
         for (n, range) in partition(&keys)?.ranges().into_iter().enumerate() {
             // Runs within a batch differ from their neighbours; only the first may continue the last batch's.
@@ -271,7 +283,10 @@ impl RunStream {
                 starts
                     .push(u32::try_from(range.start).map_err(|_| DataFusionError::Internal("batch too long".into()))?);
             }
-            indices.resize(indices.len() + range.len(), self.groups - 1);
+            if need_indices {
+                indices.resize(indices.len() + range.len(), self.groups - 1);
+            }
+            runs.push((range, self.groups - 1));
         }
         let starts = UInt32Array::from(starts);
         for (pieces, column) in self.keys.iter_mut().zip(&keys) {
@@ -281,7 +296,10 @@ impl RunStream {
         for (acc, exprs) in self.accumulators.iter_mut().zip(&self.args) {
             let values =
                 exprs.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
-            acc.update_batch(&values, &indices, None, self.groups)?;
+            match acc {
+                Acc::Groups(acc) => acc.update_batch(&values, &indices, None, self.groups)?,
+                Acc::Additive(acc) => acc.update(&values, &runs, self.groups)?,
+            }
         }
         Ok(())
     }
@@ -295,11 +313,121 @@ impl RunStream {
             columns.push(concat(&pieces.iter().map(AsRef::as_ref).collect::<Vec<_>>())?);
         }
         for acc in &mut self.accumulators {
-            columns.extend(acc.state(EmitTo::All)?);
+            match acc {
+                Acc::Groups(acc) => columns.extend(acc.state(EmitTo::All)?),
+                Acc::Additive(acc) => columns.extend(acc.state()),
+            }
         }
         self.groups = 0;
         self.last_key.clear();
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// An aggregate of [`RunStream`].
+enum Acc {
+    /// DataFusion's own, fed a group index per row.
+    Groups(Box<dyn GroupsAccumulator>),
+    /// A count, sum or average, summed a run at a time with Arrow's kernels.
+    Additive(Additive),
+}
+
+/// Which additive aggregate, by its input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AdditiveKind {
+    Count,
+    SumF64,
+    SumI64,
+    AvgF64,
+}
+
+/// `count(x)`, and `sum(x)` and `avg(x)` of floats or integers: per group,
+/// the non-null values and their sum. The partial state has DataFusion's
+/// layout (checked against the aggregate's state fields when chosen) and
+/// nulls: a sum or average over no values is NULL, a count 0.
+struct Additive {
+    kind: AdditiveKind,
+    counts: Vec<u64>,
+    float_sums: Vec<f64>,
+    int_sums: Vec<i64>,
+}
+
+impl Additive {
+    fn for_aggregate(a: &AggregateFunctionExpr, input: &SchemaRef) -> Option<Self> {
+        use arrow_schema::DataType::{Float64, Int64, UInt64};
+        let [arg]: [Arc<dyn PhysicalExpr>; 1] = a.expressions().try_into().ok()?;
+        let input_type = arg.data_type(input).ok()?;
+        let state: Vec<_> = a.state_fields().ok()?.iter().map(|f| f.data_type().clone()).collect();
+        let kind = match (a.fun().name(), input_type, state.as_slice()) {
+            ("count", _, [Int64]) => AdditiveKind::Count,
+            ("sum", Float64, [Float64]) => AdditiveKind::SumF64,
+            ("sum", Int64, [Int64]) => AdditiveKind::SumI64,
+            ("avg", Float64, [UInt64, Float64]) => AdditiveKind::AvgF64,
+            _ => return None,
+        };
+        Some(Additive { kind, counts: Vec::new(), float_sums: Vec::new(), int_sums: Vec::new() })
+    }
+
+    fn update(&mut self, values: &[ArrayRef], runs: &[(Range<usize>, usize)], groups: usize) -> Result<()> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::compute::sum;
+        use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+        let [values] = values else {
+            return Err(DataFusionError::Internal("an additive aggregate takes one argument".into()));
+        };
+        self.counts.resize(groups, 0);
+        match self.kind {
+            AdditiveKind::Count => {}
+            AdditiveKind::SumI64 => self.int_sums.resize(groups, 0),
+            AdditiveKind::SumF64 | AdditiveKind::AvgF64 => self.float_sums.resize(groups, 0.0),
+        }
+        for (range, g) in runs {
+            let run = values.slice(range.start, range.len());
+            if let Some(count) = self.counts.get_mut(*g) {
+                *count += (run.len() - run.null_count()) as u64;
+            }
+            match self.kind {
+                AdditiveKind::Count => {}
+                AdditiveKind::SumI64 => {
+                    if let (Some(total), Some(s)) = (self.int_sums.get_mut(*g), sum(run.as_primitive::<Int64Type>())) {
+                        *total = total.wrapping_add(s);
+                    }
+                }
+                AdditiveKind::SumF64 | AdditiveKind::AvgF64 => {
+                    if let (Some(total), Some(s)) =
+                        (self.float_sums.get_mut(*g), sum(run.as_primitive::<Float64Type>()))
+                    {
+                        *total += s;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The partial state of every group so far, and a fresh start.
+    fn state(&mut self) -> Vec<ArrayRef> {
+        use arrow_array::{Float64Array, Int64Array, UInt64Array};
+        let counts = std::mem::take(&mut self.counts);
+        let seen = || Some(NullBuffer::from(counts.iter().map(|c| *c > 0).collect::<Vec<bool>>()));
+        match self.kind {
+            AdditiveKind::Count => {
+                vec![Arc::new(Int64Array::from_iter_values(
+                    counts.iter().map(|c| i64::try_from(*c).unwrap_or(i64::MAX)),
+                ))]
+            }
+            AdditiveKind::SumI64 => vec![Arc::new(Int64Array::new(std::mem::take(&mut self.int_sums).into(), seen()))],
+            AdditiveKind::SumF64 => {
+                vec![Arc::new(Float64Array::new(std::mem::take(&mut self.float_sums).into(), seen()))]
+            }
+            AdditiveKind::AvgF64 => {
+                let nulls = seen();
+                vec![
+                    Arc::new(UInt64Array::new(counts.into(), nulls.clone())),
+                    Arc::new(Float64Array::new(std::mem::take(&mut self.float_sums).into(), nulls)),
+                ]
+            }
+        }
     }
 }
 
