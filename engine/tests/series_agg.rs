@@ -27,7 +27,8 @@ struct Row {
     time: i64,
     /// Sums and averages: quarters (exact in any order), NaN and infinities.
     f: Option<f64>,
-    /// Minimum and maximum: no NaN (DataFusion's own min/max with NaN depends on row order).
+    /// Minimum and maximum: halves and infinities, no NaN (DataFusion's own
+    /// min/max with NaN depends on row order).
     g: Option<f64>,
     i: Option<i64>,
 }
@@ -47,7 +48,14 @@ fn row() -> impl Strategy<Value = Row> {
         proptest::option::weighted(0.8, 0u8..2),
         0i64..60_000,
         proptest::option::weighted(0.8, float()),
-        proptest::option::weighted(0.8, (1i32..200).prop_map(|k| f64::from(k) / 2.0 - 50.0)),
+        proptest::option::weighted(
+            0.8,
+            prop_oneof![
+                8 => (1i32..200).prop_map(|k| f64::from(k) / 2.0 - 50.0),
+                1 => Just(f64::INFINITY),
+                1 => Just(f64::NEG_INFINITY),
+            ],
+        ),
         proptest::option::weighted(0.7, -1_000i64..1_000),
     )
         .prop_map(|(device, region, ms, f, g, i)| Row { device, region, time: ms * MS, f, g, i })
@@ -75,7 +83,8 @@ fn write(db: &Database, rows: &[Row]) {
 }
 
 const AGGREGATES: &str = "count(*) AS n, count(f) AS nf, sum(f) AS sf, avg(f) AS af, min(g) AS ming, max(g) AS maxg, \
-     sum(g) AS sg, sum(i) AS si, min(i) AS mini, max(i) AS maxi, avg(i) AS ai";
+     sum(g) AS sg, sum(i) AS si, min(i) AS mini, max(i) AS maxi, avg(i) AS ai, \
+     avg(CAST(substr(device, 2) AS DOUBLE)) AS dn, max(length(region)) AS rl, min(device || region) AS dr";
 
 fn queries() -> Vec<String> {
     vec![

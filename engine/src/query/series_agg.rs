@@ -9,7 +9,10 @@
 //! [`SeriesAggregateExec`], which finds where the key changes (one vectorized
 //! comparison per key column) and numbers the runs in order, so DataFusion's
 //! own group accumulators run without hashing, emitting one row of partial
-//! state per run.
+//! state per run. `count`, `sum`, `avg`, `min` and `max` of numbers skip even
+//! the group index per row: they fold each run's slice at once. An argument
+//! of tags alone (`avg(CAST(capacity AS DOUBLE))`) is evaluated once per
+//! series run instead of once per row.
 //!
 //! Correctness does not rest on the runs being whole groups: a partial
 //! aggregate may emit a group more than once, and the final aggregate above it
@@ -23,10 +26,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{ArrowPrimitiveType, Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, PrimitiveArray, RecordBatch, UInt32Array};
 use arrow_schema::SchemaRef;
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{concat, partition, take};
+use datafusion::arrow::compute::{concat, partition, sum, take, take_record_batch};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
@@ -37,6 +42,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -112,6 +118,18 @@ fn follows_series(expr: &Arc<dyn PhysicalExpr>, input: &Arc<dyn ExecutionPlan>) 
     !columns.is_empty() && columns.iter().all(|c| origin(input, c.index()) == Some(ScanColumn::Time))
 }
 
+/// The tag columns an aggregate argument reads, when it is worth evaluating
+/// once per series rather than per row: an expression (not a bare column) of
+/// tags alone, without volatile functions, such as `CAST(capacity AS DOUBLE)`.
+fn series_constant(expr: &Arc<dyn PhysicalExpr>, input: &Arc<dyn ExecutionPlan>) -> Option<Vec<Column>> {
+    if expr.downcast_ref::<Column>().is_some() || is_volatile(expr) {
+        return None;
+    }
+    let columns: Vec<Column> = collect_columns(expr).into_iter().collect();
+    let tags_only = !columns.is_empty() && columns.iter().all(|c| origin(input, c.index()) == Some(ScanColumn::Tag));
+    tags_only.then_some(columns)
+}
+
 /// A partial aggregate that aggregates runs of equal group keys, with the
 /// same output as the [`AggregateExec`] it replaces.
 #[derive(Debug)]
@@ -119,6 +137,10 @@ pub(crate) struct SeriesAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     group: Vec<(Arc<dyn PhysicalExpr>, String)>,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per aggregate, per argument: is it evaluated once per series run?
+    per_series: Vec<Vec<bool>>,
+    /// The tag columns those arguments read: runs also split where one changes.
+    series_columns: Vec<Arc<dyn PhysicalExpr>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -154,7 +176,28 @@ impl SeriesAggregateExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        SeriesAggregateExec { input, group, aggregates, properties }
+        let mut series_columns: Vec<Column> = Vec::new();
+        let per_series = aggregates
+            .iter()
+            .map(|a| {
+                a.expressions()
+                    .iter()
+                    .map(|e| match series_constant(e, &input) {
+                        Some(columns) => {
+                            for c in columns {
+                                if !series_columns.contains(&c) {
+                                    series_columns.push(c);
+                                }
+                            }
+                            true
+                        }
+                        None => false,
+                    })
+                    .collect()
+            })
+            .collect();
+        let series_columns = series_columns.into_iter().map(|c| Arc::new(c) as Arc<dyn PhysicalExpr>).collect();
+        SeriesAggregateExec { input, group, aggregates, per_series, series_columns, properties }
     }
 }
 
@@ -169,7 +212,12 @@ impl DisplayAs for SeriesAggregateExec {
             })
             .collect();
         let aggs: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
-        write!(f, "SeriesAggregateExec: mode=Partial, runs of gby=[{}], aggr=[{}]", group.join(", "), aggs.join(", "))
+        write!(f, "SeriesAggregateExec: mode=Partial, runs of gby=[{}], aggr=[{}]", group.join(", "), aggs.join(", "))?;
+        if !self.series_columns.is_empty() {
+            let columns: Vec<String> = self.series_columns.iter().map(ToString::to_string).collect();
+            write!(f, ", once per run of [{}]", columns.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -221,11 +269,13 @@ impl ExecutionPlan for SeriesAggregateExec {
             schema: self.schema(),
             group: self.group.iter().map(|(e, _)| e.clone()).collect(),
             args: self.aggregates.iter().map(|a| a.expressions()).collect(),
+            per_series: self.per_series.clone(),
+            series_columns: self.series_columns.clone(),
             accumulators: self
                 .aggregates
                 .iter()
-                .map(|a| match Additive::for_aggregate(a, &self.input.schema()) {
-                    Some(additive) => Ok(Acc::Additive(additive)),
+                .map(|a| match RunAggregate::for_aggregate(a, &self.input.schema()) {
+                    Some(run) => Ok(Acc::Run(run)),
                     None => a.create_groups_accumulator().map(Acc::Groups),
                 })
                 .collect::<Result<_>>()?,
@@ -247,6 +297,9 @@ struct RunStream {
     group: Vec<Arc<dyn PhysicalExpr>>,
     /// Each aggregate's argument expressions.
     args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    /// Which arguments are evaluated once per run of `series_columns`.
+    per_series: Vec<Vec<bool>>,
+    series_columns: Vec<Arc<dyn PhysicalExpr>>,
     accumulators: Vec<Acc>,
     batch_size: usize,
     /// Per key column, the key of each group so far (in pieces, one per input batch).
@@ -264,20 +317,35 @@ impl RunStream {
             return Ok(());
         }
         let keys = self.group.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
+        let key_runs = partition(&keys)?.ranges();
+        // Runs of the keys, split where a tag read by a per-series argument changes.
+        let runs_of = if self.series_columns.is_empty() {
+            key_runs.clone()
+        } else {
+            let mut columns = keys.clone();
+            for e in &self.series_columns {
+                columns.push(e.evaluate(batch)?.into_array(rows)?);
+            }
+            partition(&columns)?.ranges()
+        };
         // Each run and its group; a group index per row only for DataFusion's accumulators.
-        let mut runs: Vec<(Range<usize>, usize)> = Vec::new();
+        let mut runs: Vec<(Range<usize>, usize)> = Vec::with_capacity(runs_of.len());
         let need_indices = self.accumulators.iter().any(|a| matches!(a, Acc::Groups(_)));
         let mut indices = Vec::with_capacity(if need_indices { rows } else { 0 });
         let mut starts: Vec<u32> = Vec::new();
-        for (n, range) in partition(&keys)?.ranges().into_iter().enumerate() {
-            // Runs within a batch differ from their neighbours; only the first may continue the last batch's.
-            let continues = n == 0
-                && self.groups > 0
-                && self
-                    .last_key
-                    .iter()
-                    .zip(&keys)
-                    .all(|(k, a)| ScalarValue::try_from_array(a, 0).is_ok_and(|v| v == *k));
+        let mut key_starts = key_runs.iter().map(|r| r.start).peekable();
+        for range in runs_of {
+            // A run starts a group where the key changes. Runs of keys within a batch
+            // differ from their neighbours; only the first may continue the last batch's.
+            let key_changes = key_starts.next_if_eq(&range.start).is_some();
+            let continues = !key_changes
+                || (range.start == 0
+                    && self.groups > 0
+                    && self
+                        .last_key
+                        .iter()
+                        .zip(&keys)
+                        .all(|(k, a)| ScalarValue::try_from_array(a, 0).is_ok_and(|v| v == *k)));
             if !continues {
                 self.groups += 1;
                 starts
@@ -293,12 +361,19 @@ impl RunStream {
             pieces.push(take(column.as_ref(), &starts, None)?);
         }
         self.last_key = keys.iter().map(|a| ScalarValue::try_from_array(a, rows - 1)).collect::<Result<_>>()?;
-        for (acc, exprs) in self.accumulators.iter_mut().zip(&self.args) {
-            let values =
-                exprs.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
+        let per_run = PerRun::new(batch, &runs, self.per_series.iter().flatten().any(|p| *p))?;
+        for ((acc, exprs), per_series) in self.accumulators.iter_mut().zip(&self.args).zip(&self.per_series) {
+            let values = exprs
+                .iter()
+                .zip(per_series)
+                .map(|(e, once)| match (&per_run, once) {
+                    (Some(per_run), true) => per_run.evaluate(e),
+                    _ => e.evaluate(batch)?.into_array(rows),
+                })
+                .collect::<Result<Vec<ArrayRef>>>()?;
             match acc {
                 Acc::Groups(acc) => acc.update_batch(&values, &indices, None, self.groups)?,
-                Acc::Additive(acc) => acc.update(&values, &runs, self.groups)?,
+                Acc::Run(acc) => acc.update(&values, &runs, self.groups)?,
             }
         }
         Ok(())
@@ -315,7 +390,7 @@ impl RunStream {
         for acc in &mut self.accumulators {
             match acc {
                 Acc::Groups(acc) => columns.extend(acc.state(EmitTo::All)?),
-                Acc::Additive(acc) => columns.extend(acc.state()),
+                Acc::Run(acc) => columns.extend(acc.state()),
             }
         }
         self.groups = 0;
@@ -324,82 +399,153 @@ impl RunStream {
     }
 }
 
+/// Arguments evaluated once per run: on the first row of each run, then
+/// repeated over the run's rows.
+struct PerRun {
+    /// The first row of every run.
+    firsts: RecordBatch,
+    /// For every row, its run.
+    of_row: UInt32Array,
+}
+
+impl PerRun {
+    fn new(batch: &RecordBatch, runs: &[(Range<usize>, usize)], wanted: bool) -> Result<Option<Self>> {
+        if !wanted {
+            return Ok(None);
+        }
+        let too_long = || DataFusionError::Internal("batch too long".into());
+        let firsts =
+            runs.iter().map(|(r, _)| u32::try_from(r.start).map_err(|_| too_long())).collect::<Result<Vec<_>>>()?;
+        let firsts = take_record_batch(batch, &UInt32Array::from(firsts))?;
+        let mut of_row = Vec::with_capacity(batch.num_rows());
+        for (k, (range, _)) in runs.iter().enumerate() {
+            of_row.resize(of_row.len() + range.len(), u32::try_from(k).map_err(|_| too_long())?);
+        }
+        Ok(Some(PerRun { firsts, of_row: UInt32Array::from(of_row) }))
+    }
+
+    fn evaluate(&self, expr: &Arc<dyn PhysicalExpr>) -> Result<ArrayRef> {
+        let once = expr.evaluate(&self.firsts)?.into_array(self.firsts.num_rows())?;
+        Ok(take(once.as_ref(), &self.of_row, None)?)
+    }
+}
+
 /// An aggregate of [`RunStream`].
 enum Acc {
     /// DataFusion's own, fed a group index per row.
     Groups(Box<dyn GroupsAccumulator>),
-    /// A count, sum or average, summed a run at a time with Arrow's kernels.
-    Additive(Additive),
+    /// A count, sum, average, minimum or maximum, folded a run at a time.
+    Run(RunAggregate),
 }
 
-/// Which additive aggregate, by its input.
+/// Which run aggregate, by its input.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum AdditiveKind {
+enum RunKind {
     Count,
     SumF64,
     SumI64,
     AvgF64,
+    MinF64,
+    MaxF64,
+    MinI64,
+    MaxI64,
 }
 
-/// `count(x)`, and `sum(x)` and `avg(x)` of floats or integers: per group,
-/// the non-null values and their sum. The partial state has DataFusion's
-/// layout (checked against the aggregate's state fields when chosen) and
-/// nulls: a sum or average over no values is NULL, a count 0.
-struct Additive {
-    kind: AdditiveKind,
+/// `count(x)`; `sum(x)` and `avg(x)` of floats or integers, summed with
+/// Arrow's kernels; `min(x)` and `max(x)` of floats or integers, folded as
+/// DataFusion's own accumulator folds them (from `f64::MAX` or `f64::MIN`; a
+/// NaN on either side replaces), so an answer never depends on which
+/// aggregate the plan chose. Per group: the non-null values seen and the
+/// running value. The partial state has DataFusion's layout (checked against
+/// the aggregate's state fields when chosen) and nulls: every aggregate but
+/// `count` over no values is NULL.
+struct RunAggregate {
+    kind: RunKind,
     counts: Vec<u64>,
-    float_sums: Vec<f64>,
-    int_sums: Vec<i64>,
+    floats: Vec<f64>,
+    ints: Vec<i64>,
 }
 
-impl Additive {
+/// Folds the valid values of `run` into `acc`.
+fn fold<T: ArrowPrimitiveType>(run: &PrimitiveArray<T>, acc: &mut T::Native, f: impl Fn(&mut T::Native, T::Native)) {
+    match run.nulls().filter(|n| n.null_count() > 0) {
+        None => run.values().iter().for_each(|v| f(acc, *v)),
+        Some(nulls) => nulls.valid_indices().for_each(|i| f(acc, run.value(i))),
+    }
+}
+
+/// DataFusion's `min` fold for floats (`min_max.rs`): the new value replaces
+/// when it compares less or does not compare (NaN).
+fn float_min(acc: &mut f64, v: f64) {
+    if !(v >= *acc) {
+        *acc = v;
+    }
+}
+
+/// DataFusion's `max` fold for floats: the new value replaces when it
+/// compares greater or does not compare (NaN).
+fn float_max(acc: &mut f64, v: f64) {
+    if !(v <= *acc) {
+        *acc = v;
+    }
+}
+
+impl RunAggregate {
     fn for_aggregate(a: &AggregateFunctionExpr, input: &SchemaRef) -> Option<Self> {
         use arrow_schema::DataType::{Float64, Int64, UInt64};
         let [arg]: [Arc<dyn PhysicalExpr>; 1] = a.expressions().try_into().ok()?;
         let input_type = arg.data_type(input).ok()?;
         let state: Vec<_> = a.state_fields().ok()?.iter().map(|f| f.data_type().clone()).collect();
         let kind = match (a.fun().name(), input_type, state.as_slice()) {
-            ("count", _, [Int64]) => AdditiveKind::Count,
-            ("sum", Float64, [Float64]) => AdditiveKind::SumF64,
-            ("sum", Int64, [Int64]) => AdditiveKind::SumI64,
-            ("avg", Float64, [UInt64, Float64]) => AdditiveKind::AvgF64,
+            ("count", _, [Int64]) => RunKind::Count,
+            ("sum", Float64, [Float64]) => RunKind::SumF64,
+            ("sum", Int64, [Int64]) => RunKind::SumI64,
+            ("avg", Float64, [UInt64, Float64]) => RunKind::AvgF64,
+            ("min", Float64, [Float64]) => RunKind::MinF64,
+            ("max", Float64, [Float64]) => RunKind::MaxF64,
+            ("min", Int64, [Int64]) => RunKind::MinI64,
+            ("max", Int64, [Int64]) => RunKind::MaxI64,
             _ => return None,
         };
-        Some(Additive { kind, counts: Vec::new(), float_sums: Vec::new(), int_sums: Vec::new() })
+        Some(RunAggregate { kind, counts: Vec::new(), floats: Vec::new(), ints: Vec::new() })
     }
 
     fn update(&mut self, values: &[ArrayRef], runs: &[(Range<usize>, usize)], groups: usize) -> Result<()> {
-        use datafusion::arrow::array::AsArray;
-        use datafusion::arrow::compute::sum;
-        use datafusion::arrow::datatypes::{Float64Type, Int64Type};
         let [values] = values else {
-            return Err(DataFusionError::Internal("an additive aggregate takes one argument".into()));
+            return Err(DataFusionError::Internal("a run aggregate takes one argument".into()));
         };
         self.counts.resize(groups, 0);
         match self.kind {
-            AdditiveKind::Count => {}
-            AdditiveKind::SumI64 => self.int_sums.resize(groups, 0),
-            AdditiveKind::SumF64 | AdditiveKind::AvgF64 => self.float_sums.resize(groups, 0.0),
+            RunKind::Count => {}
+            RunKind::SumI64 => self.ints.resize(groups, 0),
+            RunKind::MinI64 => self.ints.resize(groups, i64::MAX),
+            RunKind::MaxI64 => self.ints.resize(groups, i64::MIN),
+            RunKind::SumF64 | RunKind::AvgF64 => self.floats.resize(groups, 0.0),
+            RunKind::MinF64 => self.floats.resize(groups, f64::MAX),
+            RunKind::MaxF64 => self.floats.resize(groups, f64::MIN),
         }
         for (range, g) in runs {
             let run = values.slice(range.start, range.len());
             if let Some(count) = self.counts.get_mut(*g) {
                 *count += (run.len() - run.null_count()) as u64;
             }
-            match self.kind {
-                AdditiveKind::Count => {}
-                AdditiveKind::SumI64 => {
-                    if let (Some(total), Some(s)) = (self.int_sums.get_mut(*g), sum(run.as_primitive::<Int64Type>())) {
-                        *total = total.wrapping_add(s);
-                    }
-                }
-                AdditiveKind::SumF64 | AdditiveKind::AvgF64 => {
-                    if let (Some(total), Some(s)) =
-                        (self.float_sums.get_mut(*g), sum(run.as_primitive::<Float64Type>()))
-                    {
+            let (float, int) = (self.floats.get_mut(*g), self.ints.get_mut(*g));
+            match (self.kind, float, int) {
+                (RunKind::SumF64 | RunKind::AvgF64, Some(total), _) => {
+                    if let Some(s) = sum(run.as_primitive::<Float64Type>()) {
                         *total += s;
                     }
                 }
+                (RunKind::SumI64, _, Some(total)) => {
+                    if let Some(s) = sum(run.as_primitive::<Int64Type>()) {
+                        *total = total.wrapping_add(s);
+                    }
+                }
+                (RunKind::MinF64, Some(acc), _) => fold(run.as_primitive::<Float64Type>(), acc, float_min),
+                (RunKind::MaxF64, Some(acc), _) => fold(run.as_primitive::<Float64Type>(), acc, float_max),
+                (RunKind::MinI64, _, Some(acc)) => fold(run.as_primitive::<Int64Type>(), acc, |a, v| *a = (*a).min(v)),
+                (RunKind::MaxI64, _, Some(acc)) => fold(run.as_primitive::<Int64Type>(), acc, |a, v| *a = (*a).max(v)),
+                _ => {}
             }
         }
         Ok(())
@@ -410,21 +556,22 @@ impl Additive {
         use arrow_array::{Float64Array, Int64Array, UInt64Array};
         let counts = std::mem::take(&mut self.counts);
         let seen = || Some(NullBuffer::from(counts.iter().map(|c| *c > 0).collect::<Vec<bool>>()));
+        let mut floats = || Arc::new(Float64Array::new(std::mem::take(&mut self.floats).into(), seen())) as ArrayRef;
         match self.kind {
-            AdditiveKind::Count => {
+            RunKind::Count => {
                 vec![Arc::new(Int64Array::from_iter_values(
                     counts.iter().map(|c| i64::try_from(*c).unwrap_or(i64::MAX)),
                 ))]
             }
-            AdditiveKind::SumI64 => vec![Arc::new(Int64Array::new(std::mem::take(&mut self.int_sums).into(), seen()))],
-            AdditiveKind::SumF64 => {
-                vec![Arc::new(Float64Array::new(std::mem::take(&mut self.float_sums).into(), seen()))]
+            RunKind::SumI64 | RunKind::MinI64 | RunKind::MaxI64 => {
+                vec![Arc::new(Int64Array::new(std::mem::take(&mut self.ints).into(), seen()))]
             }
-            AdditiveKind::AvgF64 => {
+            RunKind::SumF64 | RunKind::MinF64 | RunKind::MaxF64 => vec![floats()],
+            RunKind::AvgF64 => {
                 let nulls = seen();
                 vec![
                     Arc::new(UInt64Array::new(counts.into(), nulls.clone())),
-                    Arc::new(Float64Array::new(std::mem::take(&mut self.float_sums).into(), nulls)),
+                    Arc::new(Float64Array::new(std::mem::take(&mut self.floats).into(), nulls)),
                 ]
             }
         }
