@@ -6,6 +6,7 @@
 //! rows, and resolves duplicates (last write wins). Rows come out grouped by
 //! series, in time order within each series.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::builder::make_view;
@@ -19,7 +20,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crate::batch::{Column, Values};
 use crate::schema::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
 use crate::segment::{SegmentReader, TimeRange};
-use crate::series::{SeriesData, SeriesKey, merge};
+use crate::series::{SeriesData, SeriesKey, in_order, merge};
 use crate::{Error, Result};
 
 /// A tag predicate: the tag equals one of `values` (`=` is `IN` with one value).
@@ -258,7 +259,8 @@ impl ScanPlan {
 pub struct ScanStream {
     plan: ScanPlan,
     next_series: usize,
-    current: Option<(SeriesKey, SeriesData, usize)>,
+    /// The series being read: its pieces in time order and the next row of the first.
+    current: Option<(SeriesKey, VecDeque<SeriesData>, usize)>,
     failed: bool,
 }
 
@@ -313,9 +315,9 @@ impl ScanStream {
                     }
                 }
             }
-            let merged = merge(datas);
-            if !merged.times.is_empty() {
-                self.current = Some((key.clone(), merged, 0));
+            let pieces = in_order(datas);
+            if !pieces.is_empty() {
+                self.current = Some((key.clone(), pieces.into(), 0));
                 return Ok(true);
             }
         }
@@ -328,7 +330,7 @@ impl ScanStream {
         if self.current.is_none() && !self.load_next()? {
             return Ok(None);
         }
-        Ok(self.current.take().map(|(key, data, _)| (key, data)))
+        Ok(self.current.take().map(|(key, pieces, _)| (key, merge(pieces.into()))))
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
@@ -337,14 +339,22 @@ impl ScanStream {
             if self.current.is_none() && !self.load_next()? {
                 break;
             }
-            let Some((key, data, offset)) = self.current.as_mut() else {
+            let Some((key, pieces, offset)) = self.current.as_mut() else {
                 break;
             };
-            let take = (self.plan.batch_rows - acc.rows).min(data.times.len() - *offset);
+            let Some(data) = pieces.front() else {
+                self.current = None;
+                continue;
+            };
+            let take = (self.plan.batch_rows - acc.rows).min(data.times.len().saturating_sub(*offset));
             acc.push(&self.plan.out, key, data, *offset, *offset + take);
             *offset += take;
             if *offset >= data.times.len() {
-                self.current = None;
+                pieces.pop_front();
+                *offset = 0;
+                if pieces.is_empty() {
+                    self.current = None;
+                }
             }
         }
         if acc.rows == 0 {

@@ -63,6 +63,15 @@ impl SeriesData {
         self.times.len()
     }
 
+    /// Gives the series `width` columns, each as long as its times.
+    fn pad_to_width(&mut self, width: usize) {
+        self.columns.resize(width, None);
+        let n = self.times.len();
+        for c in self.columns.iter_mut().flatten() {
+            c.pad_to(n);
+        }
+    }
+
     /// True if times are strictly increasing (sorted, no duplicates).
     pub(crate) fn is_strictly_sorted(&self) -> bool {
         self.times.windows(2).all(|w| w[0] < w[1])
@@ -88,11 +97,7 @@ pub(crate) fn merge(mut sources: Vec<SeriesData>) -> SeriesData {
     }
     if sources.len() <= 1 {
         let mut only = sources.pop().unwrap_or_default();
-        only.columns.resize(width, None);
-        let n = only.times.len();
-        for c in only.columns.iter_mut().flatten() {
-            c.pad_to(n);
-        }
+        only.pad_to_width(width);
         return only;
     }
     let (steps, dups) = plan_sorted(&sources);
@@ -135,6 +140,34 @@ pub(crate) fn merge(mut sources: Vec<SeriesData>) -> SeriesData {
         *slot = Some(out);
     }
     SeriesData { times, columns }
+}
+
+/// The rows of one series from several sources (oldest first, as for
+/// [`merge`]), as non-empty pieces to be read one after another: the sources
+/// themselves, reordered by time, when each is strictly sorted and none
+/// overlaps another in time (a series spread over time partitions), so no row
+/// is copied; otherwise the one [`merge`] of them all.
+pub(crate) fn in_order(mut sources: Vec<SeriesData>) -> Vec<SeriesData> {
+    sources.retain(|s| !s.times.is_empty());
+    if sources.len() > 1 && sources.iter().all(SeriesData::is_strictly_sorted) {
+        let mut order: Vec<usize> = (0..sources.len()).collect();
+        order.sort_by_key(|&i| sources.get(i).and_then(|s| s.times.first().copied()));
+        let disjoint = order.windows(2).all(|w| match (sources.get(w[0]), sources.get(w[1])) {
+            (Some(a), Some(b)) => a.times.last() < b.times.first(),
+            _ => false,
+        });
+        if disjoint {
+            let width = sources.iter().map(|s| s.columns.len()).max().unwrap_or(0);
+            let mut slots: Vec<Option<SeriesData>> = sources.into_iter().map(Some).collect();
+            let mut pieces: Vec<SeriesData> = order.iter().filter_map(|&i| slots.get_mut(i)?.take()).collect();
+            for p in &mut pieces {
+                p.pad_to_width(width);
+            }
+            return pieces;
+        }
+    }
+    let merged = merge(sources);
+    if merged.times.is_empty() { Vec::new() } else { vec![merged] }
 }
 
 /// One piece of a merge of strictly sorted sources.
@@ -315,6 +348,56 @@ mod tests {
             let got = merge(all);
             proptest::prop_assert_eq!(got.times, expected.times);
             proptest::prop_assert_eq!(got.columns, expected.columns);
+        }
+
+        /// Reading the pieces `in_order` gives, one after another, reads the
+        /// merge; sources apart in time come back as they are, without a copy.
+        #[test]
+        fn pieces_in_order_read_as_the_merge(
+            sorted in proptest::collection::vec(arb_source(true), 0..4),
+            unsorted in proptest::collection::vec(arb_source(false), 0..2),
+            shifts in proptest::collection::vec(0i64..4, 4),
+            apart in proptest::prelude::any::<bool>(),
+        ) {
+            let mut all = sorted;
+            if apart {
+                for (s, k) in all.iter_mut().zip(&shifts) {
+                    s.times.iter_mut().for_each(|t| *t += k * 100);
+                }
+            }
+            let distinct = shifts.iter().collect::<std::collections::BTreeSet<_>>().len() == shifts.len();
+            let separate = apart && distinct && unsorted.iter().all(|s| s.times.is_empty());
+            let expected_pieces = all.iter().filter(|s| !s.times.is_empty()).count();
+            all.extend(unsorted);
+            let expected = merge(all.clone());
+            let pieces = in_order(all);
+            proptest::prop_assert!(pieces.iter().all(|p| !p.times.is_empty()));
+            if separate && expected_pieces > 1 {
+                proptest::prop_assert_eq!(pieces.len(), expected_pieces);
+            }
+            let times: Vec<i64> = pieces.iter().flat_map(|p| p.times.iter().copied()).collect();
+            proptest::prop_assert_eq!(&times, &expected.times);
+            for (c, want) in expected.columns.iter().enumerate() {
+                let Some(want) = want else {
+                    proptest::prop_assert!(pieces.iter().all(|p| p.columns.get(c).is_none_or(Option::is_none)));
+                    continue;
+                };
+                let mut got = Column::new(want.values.field_type());
+                for p in &pieces {
+                    match p.columns.get(c).and_then(Option::as_ref) {
+                        Some(col) => got.extend_range(col, 0, p.times.len()),
+                        None => got.extend_nulls(p.times.len()),
+                    }
+                }
+                // Values under nulls are unspecified; compare what is valid.
+                proptest::prop_assert_eq!(&got.valid, &want.valid);
+                for r in (0..times.len()).filter(|&r| want.is_valid(r)) {
+                    let (mut a, mut b) = (Column::new(want.values.field_type()), Column::new(want.values.field_type()));
+                    a.push_from(&got, r);
+                    b.push_from(want, r);
+                    proptest::prop_assert_eq!(a, b);
+                }
+            }
         }
     }
 }
