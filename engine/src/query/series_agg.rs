@@ -477,7 +477,7 @@ fn fold<T: ArrowPrimitiveType>(run: &PrimitiveArray<T>, acc: &mut T::Native, f: 
 /// DataFusion's `min` fold for floats (`min_max.rs`): the new value replaces
 /// when it compares less or does not compare (NaN).
 fn float_min(acc: &mut f64, v: f64) {
-    if !(v >= *acc) {
+    if matches!(v.partial_cmp(acc), Some(std::cmp::Ordering::Less) | None) {
         *acc = v;
     }
 }
@@ -485,7 +485,7 @@ fn float_min(acc: &mut f64, v: f64) {
 /// DataFusion's `max` fold for floats: the new value replaces when it
 /// compares greater or does not compare (NaN).
 fn float_max(acc: &mut f64, v: f64) {
-    if !(v <= *acc) {
+    if matches!(v.partial_cmp(acc), Some(std::cmp::Ordering::Greater) | None) {
         *acc = v;
     }
 }
