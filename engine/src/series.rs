@@ -158,12 +158,12 @@ pub(crate) fn in_order(mut sources: Vec<SeriesData>) -> Vec<SeriesData> {
         });
         if disjoint {
             let width = sources.iter().map(|s| s.columns.len()).max().unwrap_or(0);
-            let mut slots: Vec<Option<SeriesData>> = sources.into_iter().map(Some).collect();
-            let mut pieces: Vec<SeriesData> = order.iter().filter_map(|&i| slots.get_mut(i)?.take()).collect();
-            for p in &mut pieces {
-                p.pad_to_width(width);
+            // Apart in time, so no two rows collide and the order of age no longer matters.
+            sources.sort_by_key(|s| s.times.first().copied());
+            for s in &mut sources {
+                s.pad_to_width(width);
             }
-            return pieces;
+            return sources;
         }
     }
     let merged = merge(sources);

@@ -319,22 +319,23 @@ impl RunStream {
         let keys = self.group.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
         let key_runs = partition(&keys)?.ranges();
         // Runs of the keys, split where a tag read by a per-series argument changes.
-        let runs_of = if self.series_columns.is_empty() {
-            key_runs.clone()
+        let series_runs = if self.series_columns.is_empty() {
+            None
         } else {
             let mut columns = keys.clone();
             for e in &self.series_columns {
                 columns.push(e.evaluate(batch)?.into_array(rows)?);
             }
-            partition(&columns)?.ranges()
+            Some(partition(&columns)?.ranges())
         };
+        let runs_of = series_runs.as_ref().unwrap_or(&key_runs);
         // Each run and its group; a group index per row only for DataFusion's accumulators.
         let mut runs: Vec<(Range<usize>, usize)> = Vec::with_capacity(runs_of.len());
         let need_indices = self.accumulators.iter().any(|a| matches!(a, Acc::Groups(_)));
         let mut indices = Vec::with_capacity(if need_indices { rows } else { 0 });
         let mut starts: Vec<u32> = Vec::new();
         let mut key_starts = key_runs.iter().map(|r| r.start).peekable();
-        for range in runs_of {
+        for range in runs_of.iter().cloned() {
             // A run starts a group where the key changes. Runs of keys within a batch
             // differ from their neighbours; only the first may continue the last batch's.
             let key_changes = key_starts.next_if_eq(&range.start).is_some();
