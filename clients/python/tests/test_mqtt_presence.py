@@ -57,9 +57,14 @@ def test_presence_events_name_the_reason_a_client_left(start_server):
     assert by_client["dev-clean"] == [("connected", None), ("disconnected", "clean")], events
     second.close()
 
-    # The same events are rows of _telemark.presence.
-    stored = wait_until(lambda: [r for r in rows(s, "SELECT client_id, event, reason FROM presence", "_telemark", ADMIN)
-                                 if r["client_id"] == "dev-silent"] or None, timeout=10, what="presence rows")
+    # The same events are rows of _telemark.presence. They are stored after they are published, so
+    # wait for both rows rather than the first one seen.
+    def silent_rows():
+        found = [r for r in rows(s, "SELECT client_id, event, reason FROM presence", "_telemark", ADMIN)
+                 if r["client_id"] == "dev-silent"]
+        return found if len(found) >= 2 else None
+
+    stored = wait_until(silent_rows, timeout=10, what="both presence rows of dev-silent")
     assert sorted((r["event"], r.get("reason")) for r in stored) == [("connected", None), ("disconnected", "keep_alive_timeout")]
 
 
