@@ -247,6 +247,25 @@ impl Column {
         self.extend_nulls(hi.saturating_sub(end));
     }
 
+    /// Appends rows `idx` of `other` (null where `other` is shorter).
+    pub(crate) fn extend_take(&mut self, other: &Column, idx: &[usize]) {
+        fn take<T: Clone + Default>(a: &mut Vec<T>, b: &[T], idx: &[usize]) {
+            a.extend(idx.iter().map(|&i| b.get(i).cloned().unwrap_or_default()));
+        }
+        match (&mut self.values, &other.values) {
+            (Values::F64(a), Values::F64(b)) => take(a, b, idx),
+            (Values::I64(a), Values::I64(b)) => take(a, b, idx),
+            (Values::U64(a), Values::U64(b)) => take(a, b, idx),
+            (Values::Bool(a), Values::Bool(b)) => take(a, b, idx),
+            (Values::Str(a), Values::Str(b)) => take(a, b, idx),
+            _ => {
+                self.extend_nulls(idx.len());
+                return;
+            }
+        }
+        take(&mut self.valid, &other.valid, idx);
+    }
+
     /// Appends row `i` of `other` (null if `other` is shorter or null there).
     pub(crate) fn push_from(&mut self, other: &Column, i: usize) {
         if other.is_valid(i) {

@@ -93,7 +93,7 @@ pub use error::{Error, Result};
 pub use options::{CompactionOptions, Durability, Options};
 pub use retention::{RetentionRule, format_duration, parse_duration};
 pub use rollup::{RollupReport, RollupRule};
-pub use scan::{ScanRequest, ScanStream, TagFilter, arrow_schema, arrow_type};
+pub use scan::{CmpOp, FieldCondition, FieldFilter, ScanRequest, ScanStream, TagFilter, arrow_schema, arrow_type};
 pub use schema::{
     ColumnDef, ColumnKind, FieldType, MAX_DATABASE_NAME, MAX_NAME, TIME_COLUMN, TableSchema, validate_database_name,
     validate_name,

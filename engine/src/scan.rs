@@ -17,7 +17,7 @@ use arrow_array::{
 use arrow_buffer::{Buffer, NullBuffer, NullBufferBuilder, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::batch::{Column, Values};
+use crate::batch::{Column, FieldValue, Values};
 use crate::schema::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
 use crate::segment::{SegmentReader, TimeRange};
 use crate::series::{SeriesData, SeriesKey, in_order, merge};
@@ -32,8 +32,90 @@ pub struct TagFilter {
     pub values: Vec<String>,
 }
 
+/// How a field is compared with a constant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<>`
+    NotEq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+}
+
+impl CmpOp {
+    /// Whether a value that orders `o` against the constant passes.
+    fn holds(self, o: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match self {
+            CmpOp::Eq => o == Equal,
+            CmpOp::NotEq => o != Equal,
+            CmpOp::Lt => o == Less,
+            CmpOp::LtEq => o != Greater,
+            CmpOp::Gt => o == Greater,
+            CmpOp::GtEq => o != Less,
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::NotEq => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::LtEq => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::GtEq => ">=",
+        }
+    }
+}
+
+/// What a row's field must hold. A row where the field is null never
+/// matches, as in SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldCondition {
+    /// `field IS NOT NULL`
+    Present,
+    /// `field <op> value`, the value of the field's own type. Floats compare
+    /// as SQL `WHERE` does in DataFusion: -0 is taken as +0, then IEEE 754
+    /// total order (NaN equals NaN and is above every number).
+    Compare(CmpOp, FieldValue),
+}
+
+/// A condition on one field column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldFilter {
+    /// Field column name.
+    pub column: String,
+    /// What its value must be.
+    pub condition: FieldCondition,
+}
+
+impl std::fmt::Display for FieldFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.condition {
+            FieldCondition::Present => write!(f, "{} IS NOT NULL", self.column),
+            FieldCondition::Compare(op, v) => {
+                write!(f, "{} {} ", self.column, op.symbol())?;
+                match v {
+                    FieldValue::F64(x) => write!(f, "{x}"),
+                    FieldValue::I64(x) => write!(f, "{x}"),
+                    FieldValue::U64(x) => write!(f, "{x}"),
+                    FieldValue::Bool(x) => write!(f, "{x}"),
+                    FieldValue::Str(x) => write!(f, "{x:?}"),
+                }
+            }
+        }
+    }
+}
+
 /// What to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScanRequest {
     /// Database name.
     pub database: String,
@@ -47,6 +129,9 @@ pub struct ScanRequest {
     pub tag_filters: Vec<TagFilter>,
     /// Rows must have these tags (`tag IS NOT NULL`).
     pub required_tags: Vec<String>,
+    /// Rows must pass every condition on their fields (applied after
+    /// duplicates are resolved, so a row is judged by the values it is read with).
+    pub field_filters: Vec<FieldFilter>,
     /// Columns to return, in this order; `None` = `time`, then every tag and
     /// field column in the order they were added.
     pub projection: Option<Vec<String>>,
@@ -66,6 +151,7 @@ impl ScanRequest {
             end: None,
             tag_filters: Vec::new(),
             required_tags: Vec::new(),
+            field_filters: Vec::new(),
             projection: None,
             partition: None,
         }
@@ -87,6 +173,12 @@ impl ScanRequest {
     /// Keeps only series that have `tag` (`tag IS NOT NULL`).
     pub fn require_tag(mut self, tag: impl Into<String>) -> Self {
         self.required_tags.push(tag.into());
+        self
+    }
+
+    /// Keeps only rows whose field `column` meets `condition`.
+    pub fn filter_field(mut self, column: impl Into<String>, condition: FieldCondition) -> Self {
+        self.field_filters.push(FieldFilter { column: column.into(), condition });
         self
     }
 
@@ -167,6 +259,8 @@ pub(crate) struct ScanPlan {
     pub(crate) schema: SchemaRef,
     out: Vec<OutColumn>,
     wanted: Vec<(usize, String, ColumnKind)>,
+    /// Field conditions by column id (`None`: a column the table lacks, null everywhere).
+    conditions: Vec<(Option<usize>, FieldCondition)>,
     width: usize,
     range: TimeRange,
     pub(crate) series: Vec<(SeriesKey, Vec<Source>)>,
@@ -226,10 +320,41 @@ impl ScanPlan {
                 None => {} // an unknown tag matches no series
             }
         }
+        let mut conditions = Vec::with_capacity(req.field_filters.len());
+        for f in &req.field_filters {
+            let Some(id) = table.id_of(&f.column) else {
+                conditions.push((None, f.condition.clone())); // null in every row: nothing matches
+                continue;
+            };
+            let def = table.column(id).ok_or_else(|| Error::Internal("column id without definition".into()))?;
+            let ColumnKind::Field(t) = def.kind else {
+                return Err(Error::InvalidInput(format!(
+                    "column `{}` of {}.{} is a tag, not a field; filter tags by value instead",
+                    f.column, req.database, req.table
+                )));
+            };
+            if let FieldCondition::Compare(_, v) = &f.condition
+                && v.field_type() != t
+            {
+                return Err(Error::InvalidInput(format!(
+                    "column `{}` of {}.{} is {}; it cannot be compared with {} value",
+                    f.column,
+                    req.database,
+                    req.table,
+                    def.kind.with_article(),
+                    ColumnKind::Field(v.field_type()).with_article()
+                )));
+            }
+            if !wanted.iter().any(|(i, _, _)| *i == id) {
+                wanted.push((id, f.column.clone(), def.kind));
+            }
+            conditions.push((Some(id), f.condition.clone()));
+        }
         Ok(ScanPlan {
             schema: Arc::new(Schema::new(fields)),
             out,
             wanted,
+            conditions,
             width: table.len(),
             range: req.range(),
             series: Vec::new(),
@@ -253,6 +378,63 @@ impl ScanPlan {
     }
 }
 
+/// -0 as +0, other values as they are: DataFusion's comparisons see them so.
+fn positive_zero(x: f64) -> f64 {
+    if x == 0.0 { 0.0 } else { x }
+}
+
+/// Keeps the rows of `sel` whose value in `col` meets `cond`.
+fn retain_matching(sel: &mut Vec<usize>, col: Option<&Column>, cond: &FieldCondition) {
+    let Some(col) = col else {
+        sel.clear();
+        return;
+    };
+    let valid = |i: usize| col.valid.get(i).copied().unwrap_or(false);
+    let FieldCondition::Compare(op, constant) = cond else {
+        sel.retain(|&i| valid(i));
+        return;
+    };
+    let op = *op;
+    match (&col.values, constant) {
+        (Values::F64(v), FieldValue::F64(c)) => {
+            let c = positive_zero(*c);
+            sel.retain(|&i| valid(i) && v.get(i).is_some_and(|x| op.holds(positive_zero(*x).total_cmp(&c))));
+        }
+        (Values::I64(v), FieldValue::I64(c)) => {
+            sel.retain(|&i| valid(i) && v.get(i).is_some_and(|x| op.holds(x.cmp(c))))
+        }
+        (Values::U64(v), FieldValue::U64(c)) => {
+            sel.retain(|&i| valid(i) && v.get(i).is_some_and(|x| op.holds(x.cmp(c))))
+        }
+        (Values::Bool(v), FieldValue::Bool(c)) => {
+            sel.retain(|&i| valid(i) && v.get(i).is_some_and(|x| op.holds(x.cmp(c))));
+        }
+        (Values::Str(v), FieldValue::Str(c)) => {
+            sel.retain(|&i| valid(i) && v.get(i).is_some_and(|x| op.holds(x.as_str().cmp(c.as_str()))));
+        }
+        _ => sel.clear(), // checked against the schema when the scan was planned
+    }
+}
+
+/// The rows `lo..hi` of `data` that meet every condition, into `sel`.
+fn select(
+    conditions: &[(Option<usize>, FieldCondition)],
+    data: &SeriesData,
+    lo: usize,
+    hi: usize,
+    sel: &mut Vec<usize>,
+) {
+    sel.clear();
+    sel.extend(lo..hi);
+    for (id, cond) in conditions {
+        if sel.is_empty() {
+            break;
+        }
+        let col = id.and_then(|id| data.columns.get(id)).and_then(Option::as_ref);
+        retain_matching(sel, col, cond);
+    }
+}
+
 /// The rows of a scan, as Arrow record batches of at most
 /// `Options::scan_batch_rows` rows. Segments are decoded lazily, series by series.
 #[derive(Debug)]
@@ -261,12 +443,14 @@ pub struct ScanStream {
     next_series: usize,
     /// The series being read: its pieces in time order and the next row of the first.
     current: Option<(SeriesKey, VecDeque<SeriesData>, usize)>,
+    /// Rows of the current piece that meet the field conditions (reused).
+    selected: Vec<usize>,
     failed: bool,
 }
 
 impl ScanStream {
     pub(crate) fn new(plan: ScanPlan) -> Self {
-        ScanStream { plan, next_series: 0, current: None, failed: false }
+        ScanStream { plan, next_series: 0, current: None, selected: Vec::new(), failed: false }
     }
 
     /// The schema of every batch.
@@ -330,11 +514,17 @@ impl ScanStream {
         if self.current.is_none() && !self.load_next()? {
             return Ok(None);
         }
-        Ok(self.current.take().map(|(key, pieces, _)| (key, merge(pieces.into()))))
+        let Some((key, pieces, _)) = self.current.take() else { return Ok(None) };
+        let data = merge(pieces.into());
+        if self.plan.conditions.is_empty() {
+            return Ok(Some((key, data)));
+        }
+        select(&self.plan.conditions, &data, 0, data.len(), &mut self.selected);
+        Ok(Some((key, data.take(&self.selected))))
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let mut acc = Accumulator::new(&self.plan.out);
+        let mut acc = Accumulator::new(&self.plan.out, self.plan.batch_rows);
         while acc.rows < self.plan.batch_rows {
             if self.current.is_none() && !self.load_next()? {
                 break;
@@ -347,7 +537,12 @@ impl ScanStream {
                 continue;
             };
             let take = (self.plan.batch_rows - acc.rows).min(data.times.len().saturating_sub(*offset));
-            acc.push(&self.plan.out, key, data, *offset, *offset + take);
+            if self.plan.conditions.is_empty() {
+                acc.push(&self.plan.out, key, data, *offset, *offset + take);
+            } else {
+                select(&self.plan.conditions, data, *offset, *offset + take, &mut self.selected);
+                acc.push_selected(&self.plan.out, key, data, &self.selected);
+            }
             *offset += take;
             if *offset >= data.times.len() {
                 pieces.pop_front();
@@ -425,31 +620,59 @@ enum Acc {
 
 struct Accumulator {
     rows: usize,
+    /// Whether `time` is an output column (`times` stays empty otherwise).
+    with_times: bool,
     times: Vec<i64>,
     cols: Vec<Acc>,
 }
 
 impl Accumulator {
-    fn new(out: &[OutColumn]) -> Self {
+    /// Room for `rows` rows (a batch), so columns are not regrown as they fill.
+    fn new(out: &[OutColumn], rows: usize) -> Self {
         let cols = out
             .iter()
             .map(|c| match c {
                 OutColumn::Time => Acc::Time,
                 OutColumn::Tag(_) => Acc::Tag(Vec::new()),
-                OutColumn::Field(_, t) => Acc::Field(Column::new(*t)),
+                OutColumn::Field(_, t) => Acc::Field(Column::with_capacity(*t, rows)),
             })
             .collect();
-        Accumulator { rows: 0, times: Vec::new(), cols }
+        let with_times = out.iter().any(|c| matches!(c, OutColumn::Time));
+        let times = if with_times { Vec::with_capacity(rows) } else { Vec::new() };
+        Accumulator { rows: 0, with_times, times, cols }
+    }
+
+    /// Adds rows `sel` (ascending) of `data`.
+    fn push_selected(&mut self, out: &[OutColumn], key: &SeriesKey, data: &SeriesData, sel: &[usize]) {
+        if sel.is_empty() {
+            return;
+        }
+        if self.with_times {
+            self.times.extend(sel.iter().map(|&i| data.times.get(i).copied().unwrap_or_default()));
+        }
+        for (c, acc) in out.iter().zip(self.cols.iter_mut()) {
+            match (c, acc) {
+                (OutColumn::Tag(name), Acc::Tag(runs)) => runs.push((key.get(name).map(str::to_string), sel.len())),
+                (OutColumn::Field(id, _), Acc::Field(col)) => match data.columns.get(*id).and_then(Option::as_ref) {
+                    Some(src) => col.extend_take(src, sel),
+                    None => col.extend_nulls(sel.len()),
+                },
+                _ => {}
+            }
+        }
+        self.rows += sel.len();
     }
 
     fn push(&mut self, out: &[OutColumn], key: &SeriesKey, data: &SeriesData, lo: usize, hi: usize) {
-        self.times.extend_from_slice(data.times.get(lo..hi).unwrap_or_default());
+        if self.with_times {
+            self.times.extend_from_slice(data.times.get(lo..hi).unwrap_or_default());
+        }
         for (c, acc) in out.iter().zip(self.cols.iter_mut()) {
             match (c, acc) {
                 (OutColumn::Tag(name), Acc::Tag(runs)) => runs.push((key.get(name).map(str::to_string), hi - lo)),
                 (OutColumn::Field(id, _), Acc::Field(col)) => match data.columns.get(*id).and_then(Option::as_ref) {
                     Some(src) => col.extend_range(src, lo, hi),
-                    None => (lo..hi).for_each(|_| col.push_null()),
+                    None => col.extend_nulls(hi - lo),
                 },
                 _ => {}
             }

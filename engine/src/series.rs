@@ -72,6 +72,24 @@ impl SeriesData {
         }
     }
 
+    /// Rows `idx` (ascending), as a series of their own.
+    pub(crate) fn take(&self, idx: &[usize]) -> SeriesData {
+        SeriesData {
+            times: idx.iter().map(|&i| self.times.get(i).copied().unwrap_or_default()).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| {
+                    c.as_ref().map(|c| {
+                        let mut out = Column::with_capacity(c.values.field_type(), idx.len());
+                        out.extend_take(c, idx);
+                        out
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// True if times are strictly increasing (sorted, no duplicates).
     pub(crate) fn is_strictly_sorted(&self) -> bool {
         self.times.windows(2).all(|w| w[0] < w[1])

@@ -423,3 +423,37 @@ fn chunks_that_zstd_shrinks_are_stored_compressed_and_read_back_exactly() {
     assert_eq!(got.len(), want.len());
     assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
 }
+
+#[test]
+fn field_filters_choose_rows_after_duplicates_resolve_and_name_bad_conditions() {
+    use telemark_engine::{CmpOp, FieldCondition, FieldValue};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let mut b = WriteBatch::new("m");
+    b.row(1).tag("device", "a").field("v", 1.0).field("n", 5i64).field("s", "x");
+    b.row(2).tag("device", "a").field("v", 7.0);
+    b.row(3).tag("device", "b").field("n", 9i64);
+    assert!(db.write("db", &b).unwrap().rejected.is_empty());
+    db.flush().unwrap();
+    // A later write of the same row replaces its value: the filter sees the new one.
+    let mut b = WriteBatch::new("m");
+    b.row(1).tag("device", "a").field("v", 8.0);
+    assert!(db.write("db", &b).unwrap().rejected.is_empty());
+
+    let gt5 = FieldCondition::Compare(CmpOp::Gt, FieldValue::F64(5.0));
+    let got = rows(&db, ScanRequest::new("db", "m").filter_field("v", gt5.clone()));
+    assert_eq!(got, vec![(Some("a".into()), 1, Some(8.0)), (Some("a".into()), 2, Some(7.0))]);
+    // A null never matches, not even `<>`; a series without the field has no rows.
+    let ne = FieldCondition::Compare(CmpOp::NotEq, FieldValue::F64(7.0));
+    assert_eq!(rows(&db, ScanRequest::new("db", "m").filter_field("v", ne)), vec![(Some("a".into()), 1, Some(8.0))]);
+    let present = ScanRequest::new("db", "m").filter_field("n", FieldCondition::Present);
+    assert_eq!(rows(&db, present).iter().map(|r| r.1).collect::<Vec<_>>(), vec![1, 3]);
+    // A column the table lacks is null everywhere.
+    assert!(rows(&db, ScanRequest::new("db", "m").filter_field("nope", FieldCondition::Present)).is_empty());
+
+    let err = |req: ScanRequest| db.scan(&req).unwrap_err().to_string();
+    let e = err(ScanRequest::new("db", "m").filter_field("device", FieldCondition::Present));
+    assert!(e.contains("`device`") && e.contains("tag"), "{e}");
+    let e = err(ScanRequest::new("db", "m").filter_field("n", gt5));
+    assert!(e.contains("`n`") && e.contains("integer") && e.contains("float"), "{e}");
+}

@@ -199,7 +199,7 @@ impl TableProvider for CacheTable {
                     None => tags.push(TagFilter { tag, values }),
                 },
                 Pushed::Present(tag) => required.push(tag),
-                Pushed::From(_) | Pushed::Until(_) => {}
+                Pushed::From(_) | Pushed::Until(_) | Pushed::Field(_) => {}
             }
         }
         let arrow = self.inner.schema();

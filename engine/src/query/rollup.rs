@@ -310,6 +310,8 @@ fn analyse(agg: &Aggregate, scan: &TableScan) -> Option<Analysis> {
                     tag_only = false;
                 }
                 Pushed::Tag(..) | Pushed::Present(_) => {}
+                // Rows chosen by their values: a rollup keeps no rows to choose from.
+                Pushed::Field(_) => return None,
             }
         }
         if tag_only {

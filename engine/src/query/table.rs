@@ -23,8 +23,9 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::external;
-use crate::schema::{ColumnKind, TIME_COLUMN, TableSchema};
-use crate::{Database, ScanRequest};
+use crate::scan::{CmpOp, FieldCondition, FieldFilter};
+use crate::schema::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
+use crate::{Database, FieldValue, ScanRequest};
 
 /// A table of a Telemark database, as DataFusion sees it.
 #[derive(Debug)]
@@ -60,6 +61,21 @@ pub(crate) enum Pushed {
     Tag(String, Vec<String>),
     /// `tag IS NOT NULL`
     Present(String),
+    /// `field <op> constant` or `field IS NOT NULL`
+    Field(FieldFilter),
+}
+
+/// The engine's spelling of a comparison operator.
+fn cmp_op(op: Operator) -> Option<CmpOp> {
+    Some(match op {
+        Operator::Eq => CmpOp::Eq,
+        Operator::NotEq => CmpOp::NotEq,
+        Operator::Lt => CmpOp::Lt,
+        Operator::LtEq => CmpOp::LtEq,
+        Operator::Gt => CmpOp::Gt,
+        Operator::GtEq => CmpOp::GtEq,
+        _ => return None,
+    })
 }
 
 fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
@@ -120,6 +136,30 @@ impl TelemarkTable {
         self.schema.id_of(name).and_then(|i| self.schema.column(i)).is_some_and(|c| c.kind == ColumnKind::Tag)
     }
 
+    /// The type of field column `name`, if it is one.
+    fn field_type(&self, name: &str) -> Option<FieldType> {
+        match self.schema.id_of(name).and_then(|i| self.schema.column(i))?.kind {
+            ColumnKind::Field(t) => Some(t),
+            ColumnKind::Tag => None,
+        }
+    }
+
+    /// `v` as a value of field column `name`, if it is exactly of that column's
+    /// type (DataFusion has coerced the two sides of a comparison by now; a
+    /// column under a cast is not a bare column and is not pushed).
+    fn field_constant(&self, name: &str, v: &ScalarValue) -> Option<FieldValue> {
+        Some(match (self.field_type(name)?, v) {
+            (FieldType::F64, ScalarValue::Float64(Some(x))) => FieldValue::F64(*x),
+            (FieldType::I64, ScalarValue::Int64(Some(x))) => FieldValue::I64(*x),
+            (FieldType::U64, ScalarValue::UInt64(Some(x))) => FieldValue::U64(*x),
+            (FieldType::Bool, ScalarValue::Boolean(Some(x))) => FieldValue::Bool(*x),
+            (FieldType::String, ScalarValue::Utf8(Some(x)) | ScalarValue::LargeUtf8(Some(x))) => {
+                FieldValue::Str(x.clone())
+            }
+            _ => return None,
+        })
+    }
+
     /// The engine filters an expression stands for, or `None` if it cannot be pushed.
     pub(crate) fn classify(&self, e: &Expr) -> Option<Vec<Pushed>> {
         match e {
@@ -152,7 +192,8 @@ impl TelemarkTable {
                 if op == Operator::Eq && self.is_tag(col) {
                     return Some(vec![Pushed::Tag(col.to_string(), vec![string(lit)?])]);
                 }
-                None
+                let condition = FieldCondition::Compare(cmp_op(op)?, self.field_constant(col, lit)?);
+                Some(vec![Pushed::Field(FieldFilter { column: col.to_string(), condition })])
             }
             Expr::InList(l) if !l.negated => {
                 let col = column(&l.expr)?;
@@ -165,7 +206,11 @@ impl TelemarkTable {
             // A series has a tag or not: `tag IS NOT NULL` selects series.
             Expr::IsNotNull(e) => {
                 let col = column(e)?;
-                self.is_tag(col).then(|| vec![Pushed::Present(col.to_string())])
+                if self.is_tag(col) {
+                    return Some(vec![Pushed::Present(col.to_string())]);
+                }
+                self.field_type(col)?;
+                Some(vec![Pushed::Field(FieldFilter { column: col.to_string(), condition: FieldCondition::Present })])
             }
             Expr::Between(b) if !b.negated && column(&b.expr) == Some(TIME_COLUMN) => {
                 let lo = timestamp_ns(literal(&b.low)?)?;
@@ -223,6 +268,7 @@ impl TableProvider for TelemarkTable {
                         req = req.filter_tag(tag, values);
                     }
                 }
+                Pushed::Field(f) => req.field_filters.push(f),
             }
         }
         let names: Vec<String> = match projection {
@@ -288,7 +334,8 @@ impl TableProvider for TelemarkTable {
         }
         let mut req = crate::DeleteRequest::new(&self.table);
         for f in &filters {
-            let pushed = self.classify(f).filter(|p| !p.iter().any(|x| matches!(x, Pushed::Present(_))));
+            let pushed =
+                self.classify(f).filter(|p| !p.iter().any(|x| matches!(x, Pushed::Present(_) | Pushed::Field(_))));
             let Some(pushed) = pushed else {
                 let field = f.column_refs().into_iter().find_map(|c| {
                     let def = self.schema.id_of(&c.name).and_then(|i| self.schema.column(i))?;
@@ -308,7 +355,7 @@ impl TableProvider for TelemarkTable {
                 match p {
                     Pushed::From(t) => req.start = Some(req.start.map_or(t, |s| s.max(t))),
                     Pushed::Until(t) => req.end = Some(req.end.map_or(t, |e| e.min(t))),
-                    Pushed::Present(_) => {}
+                    Pushed::Present(_) | Pushed::Field(_) => {}
                     Pushed::Tag(tag, values) => {
                         if let Some(f) = req.tag_filters.iter_mut().find(|f| f.tag == tag) {
                             f.values.retain(|v| values.contains(v));
@@ -387,6 +434,9 @@ impl DisplayAs for TelemarkScanExec {
         }
         for t in &r.required_tags {
             write!(f, ", {t} IS NOT NULL")?;
+        }
+        for ff in &r.field_filters {
+            write!(f, ", {ff}")?;
         }
         if let Some(p) = &r.projection {
             write!(f, ", projection=[{}]", p.join(", "))?;
