@@ -10,6 +10,7 @@ its own database file. Same data, same machine, same run.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -172,6 +173,7 @@ def main():
     ap.add_argument("--bin", default=str(pathlib.Path(__file__).resolve().parents[2] / "target" / "release" / "telemark"))
     ap.add_argument("--json", help="also write results here")
     ap.add_argument("--clients", type=int, default=16, help="concurrent clients for the panel-latency test")
+    ap.add_argument("--keep", metavar="DIR", help="load into DIR (must not exist) and keep it, for profiling")
     args = ap.parse_args()
     steps = args.rows // args.devices
     rng = np.random.default_rng(42)
@@ -196,7 +198,9 @@ def main():
             f"WHERE time >= make_timestamp({day_from // 1000}) AND time < make_timestamp({(day_from + 24 * hour) // 1000}) GROUP BY t, fleet ORDER BY t, fleet",
         ),
     }
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep:
+        os.makedirs(args.keep)
+    with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()) as tmp:
         tmp = pathlib.Path(tmp)
         data_dir = tmp / "telemark"
         duck = duckdb.connect(str(tmp / "duck.db"))
