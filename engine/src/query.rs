@@ -82,6 +82,7 @@ mod functions;
 mod gapfill;
 mod last;
 mod rollup;
+mod runs;
 mod series_agg;
 mod table;
 

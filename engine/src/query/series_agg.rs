@@ -31,7 +31,7 @@ use arrow_array::types::{ArrowPrimitiveType, Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef, PrimitiveArray, RecordBatch, UInt32Array};
 use arrow_schema::SchemaRef;
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{concat, partition, sum, take, take_record_batch};
+use datafusion::arrow::compute::{concat, sum, take, take_record_batch};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
@@ -55,6 +55,7 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
+use super::runs::key_runs;
 use super::table::{ScanColumn, TelemarkScanExec};
 
 /// The physical optimizer rule: partial aggregates grouped by series-following
@@ -317,7 +318,7 @@ impl RunStream {
             return Ok(());
         }
         let keys = self.group.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
-        let key_runs = partition(&keys)?.ranges();
+        let runs_of_keys = key_runs(&keys)?;
         // Runs of the keys, split where a tag read by a per-series argument changes.
         let series_runs = if self.series_columns.is_empty() {
             None
@@ -326,15 +327,15 @@ impl RunStream {
             for e in &self.series_columns {
                 columns.push(e.evaluate(batch)?.into_array(rows)?);
             }
-            Some(partition(&columns)?.ranges())
+            Some(key_runs(&columns)?)
         };
-        let runs_of = series_runs.as_ref().unwrap_or(&key_runs);
+        let runs_of = series_runs.as_ref().unwrap_or(&runs_of_keys);
         // Each run and its group; a group index per row only for DataFusion's accumulators.
         let mut runs: Vec<(Range<usize>, usize)> = Vec::with_capacity(runs_of.len());
         let need_indices = self.accumulators.iter().any(|a| matches!(a, Acc::Groups(_)));
         let mut indices = Vec::with_capacity(if need_indices { rows } else { 0 });
         let mut starts: Vec<u32> = Vec::new();
-        let mut key_starts = key_runs.iter().map(|r| r.start).peekable();
+        let mut key_starts = runs_of_keys.iter().map(|r| r.start).peekable();
         for range in runs_of.iter().cloned() {
             // A run starts a group where the key changes. Runs of keys within a batch
             // differ from their neighbours; only the first may continue the last batch's.
