@@ -166,6 +166,77 @@ fn scans_split_large_series_into_bounded_batches() {
     assert_eq!(batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![1000, 1000, 1000, 1000, 500]);
 }
 
+/// Series of every length, one of them in two pieces (a segment and the
+/// write buffer), a field projected twice and one most series lack: rows
+/// come out series by series in time order, in batches no longer than asked.
+#[test]
+fn pieces_of_every_length_give_the_same_rows_in_bounded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), Options { scan_batch_rows: 10, ..opts() }).unwrap();
+    let mut b = WriteBatch::new("m");
+    let mut expect = Vec::new();
+    // Series of 1 to 26 rows; "w" only on some, null on some rows of those.
+    for (d, n) in [("a", 26i64), ("b", 3), ("c", 5), ("d", 12), ("e", 1), ("f", 20)] {
+        for t in 0..n {
+            let r = b.row(t * 10).tag("device", d).field("v", t as f64);
+            let w = (d == "b" || d == "f") && t % 3 != 0;
+            if w {
+                let _ = r.field("w", -(t as f64));
+            }
+            expect.push((d.to_string(), t * 10, t as f64, w.then(|| -(t as f64))));
+        }
+    }
+    let _ = db.write("db", &b).unwrap();
+    db.flush().unwrap();
+    // Later rows still in the write buffer: a second, non-overlapping piece.
+    let mut b = WriteBatch::new("m");
+    for t in 26..31i64 {
+        b.row(t * 10).tag("device", "a").field("v", t as f64);
+        expect.push(("a".to_string(), t * 10, t as f64, None));
+    }
+    let _ = db.write("db", &b).unwrap();
+    expect.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+    let batches = collect(&db, &ScanRequest::new("db", "m").project(["device", "time", "v", "w", "v"]));
+    assert!(
+        batches.iter().all(|b| (1..=10).contains(&b.num_rows())),
+        "{:?}",
+        batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>()
+    );
+    let mut got = Vec::new();
+    for b in &batches {
+        let dev = b.column(0).as_string_view();
+        let t = b.column(1).as_primitive::<TimestampNanosecondType>();
+        let v = b.column(2).as_primitive::<Float64Type>();
+        let w = b.column(3).as_primitive::<Float64Type>();
+        assert_eq!(b.column(4).as_primitive::<Float64Type>(), v);
+        for i in 0..b.num_rows() {
+            got.push((dev.value(i).to_string(), t.value(i), v.value(i), w.is_valid(i).then(|| w.value(i))));
+        }
+    }
+    for pair in got.windows(2) {
+        if let [x, y] = pair
+            && x.0 == y.0
+        {
+            assert!(x.1 < y.1, "series {} out of time order: {} then {}", x.0, x.1, y.1);
+        }
+    }
+    let series: Vec<&String> = got.iter().map(|r| &r.0).collect::<Vec<_>>();
+    let mut seen = Vec::new();
+    for d in series {
+        if seen.last() != Some(&d) {
+            assert!(!seen.contains(&d), "series {d} comes out in two places");
+            seen.push(d);
+        }
+    }
+    got.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+    assert_eq!(got, expect);
+    let n: usize = collect(&db, &ScanRequest::new("db", "m").project(Vec::<String>::new()))
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(n, expect.len());
+}
+
 #[test]
 fn partitions_split_segments_by_day() {
     let dir = tempfile::tempdir().unwrap();
