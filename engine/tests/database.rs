@@ -220,9 +220,8 @@ fn pieces_of_every_length_give_the_same_rows_in_bounded_batches() {
             assert!(x.1 < y.1, "series {} out of time order: {} then {}", x.0, x.1, y.1);
         }
     }
-    let series: Vec<&String> = got.iter().map(|r| &r.0).collect::<Vec<_>>();
     let mut seen = Vec::new();
-    for d in series {
+    for d in got.iter().map(|r| &r.0) {
         if seen.last() != Some(&d) {
             assert!(!seen.contains(&d), "series {d} comes out in two places");
             seen.push(d);

@@ -4,9 +4,11 @@
 //! Arrow's `partition` kernel answers the same question for any type. A
 //! scan's key columns are tags (`Utf8View`, one view repeated over a series'
 //! rows) and time buckets (fixed-width integers), and over runs of hundreds
-//! of rows most adjacent pairs are equal; [`key_runs`] compares those as
+//! of rows most adjacent pairs are equal; [`Changes`] compares those as
 //! plain machine words, 64 pairs to a bitmask word, and reads string bytes
-//! only where two views differ. Other types go to Arrow's kernel.
+//! only where two views differ. Other types go to Arrow's kernel. Columns
+//! can be added after its runs are read (the per-series tags
+//! of `SeriesAggregateExec`) without comparing the first ones again.
 
 use std::ops::Range;
 
@@ -25,37 +27,62 @@ use datafusion::error::Result;
 /// The ranges of rows over which every column of `columns` (all of one
 /// length) keeps one value, nulls equal to each other: what Arrow's
 /// `partition(columns)?.ranges()` returns.
-pub(crate) fn key_runs(columns: &[ArrayRef]) -> Result<Vec<Range<usize>>> {
-    let rows = columns.first().map_or(0, |c| c.len());
-    if rows == 0 {
-        return Ok(Vec::new());
+#[cfg(test)]
+fn key_runs(columns: &[ArrayRef]) -> Result<Vec<Range<usize>>> {
+    let mut changes = Changes::new(columns.first().map_or(0, |c| c.len()));
+    changes.mark(columns)?;
+    Ok(changes.runs())
+}
+
+/// Where adjacent rows of a batch differ in any of the columns marked so
+/// far: more columns can be marked after reading the runs, splitting them
+/// further without comparing the first columns again.
+pub(crate) struct Changes {
+    rows: usize,
+    /// Bit `i` set: row `i + 1` differs from row `i`.
+    bits: Vec<u64>,
+}
+
+impl Changes {
+    pub(crate) fn new(rows: usize) -> Self {
+        Changes { rows, bits: vec![0u64; rows.saturating_sub(1).div_ceil(64)] }
     }
-    // Bit `i` set: row `i + 1` differs from row `i`.
-    let pairs = rows - 1;
-    let mut changes = vec![0u64; pairs.div_ceil(64)];
-    for column in columns {
-        if !mark_changes(column.as_ref(), pairs, &mut changes) {
-            for range in partition(std::slice::from_ref(column))?.ranges().iter().skip(1) {
-                let i = range.start - 1;
-                if let Some(word) = changes.get_mut(i / 64) {
-                    *word |= 1 << (i % 64);
+
+    /// Marks where each of `columns` (of `rows` rows each) changes value.
+    pub(crate) fn mark(&mut self, columns: &[ArrayRef]) -> Result<()> {
+        let pairs = self.rows.saturating_sub(1);
+        for column in columns {
+            if !mark_changes(column.as_ref(), pairs, &mut self.bits) {
+                for range in partition(std::slice::from_ref(column))?.ranges().iter().skip(1) {
+                    let i = range.start - 1;
+                    if let Some(word) = self.bits.get_mut(i / 64) {
+                        *word |= 1 << (i % 64);
+                    }
                 }
             }
         }
+        Ok(())
     }
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for (w, &word) in changes.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            let end = w * 64 + bits.trailing_zeros() as usize + 1;
-            runs.push(start..end);
-            start = end;
-            bits &= bits - 1;
+
+    /// The runs of rows between the changes marked so far.
+    pub(crate) fn runs(&self) -> Vec<Range<usize>> {
+        if self.rows == 0 {
+            return Vec::new();
         }
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for (w, &word) in self.bits.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let end = w * 64 + bits.trailing_zeros() as usize + 1;
+                runs.push(start..end);
+                start = end;
+                bits &= bits - 1;
+            }
+        }
+        runs.push(start..self.rows);
+        runs
     }
-    runs.push(start..rows);
-    Ok(runs)
 }
 
 /// Sets the bit of every adjacent pair of `column` that differs; false if
@@ -140,6 +167,7 @@ fn merge(changes: &mut [u64], values_differ: &[u64], nulls: Option<&NullBuffer>,
         *c |= (a ^ b) | (a & b & d); // past `pairs` both are padded with zeros
     }
 }
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -201,12 +229,19 @@ mod tests {
     }
 
     proptest! {
-        /// The same runs as Arrow's kernel, sliced arrays included.
+        /// The same runs as Arrow's kernel, sliced arrays included, whether
+        /// the columns are marked at once or the first one before the rest.
         #[test]
         fn runs_equal_arrows_partition((cols, offset) in columns()) {
             let cols: Vec<ArrayRef> = cols.iter().map(|c| c.slice(offset, c.len() - offset)).collect();
             let expected = partition(&cols).unwrap().ranges();
-            prop_assert_eq!(key_runs(&cols).unwrap(), expected);
+            prop_assert_eq!(key_runs(&cols).unwrap(), expected.clone());
+            let (first, rest) = cols.split_at(1);
+            let mut changes = Changes::new(cols[0].len());
+            changes.mark(first).unwrap();
+            prop_assert_eq!(changes.runs(), partition(first).unwrap().ranges());
+            changes.mark(rest).unwrap();
+            prop_assert_eq!(changes.runs(), expected);
         }
     }
 

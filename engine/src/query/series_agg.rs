@@ -55,7 +55,7 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
-use super::runs::key_runs;
+use super::runs::Changes;
 use super::table::{ScanColumn, TelemarkScanExec};
 
 /// The physical optimizer rule: partial aggregates grouped by series-following
@@ -318,16 +318,17 @@ impl RunStream {
             return Ok(());
         }
         let keys = self.group.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<ArrayRef>>>()?;
-        let runs_of_keys = key_runs(&keys)?;
+        let mut changes = Changes::new(rows);
+        changes.mark(&keys)?;
+        let runs_of_keys = changes.runs();
         // Runs of the keys, split where a tag read by a per-series argument changes.
         let series_runs = if self.series_columns.is_empty() {
             None
         } else {
-            let mut columns = keys.clone();
-            for e in &self.series_columns {
-                columns.push(e.evaluate(batch)?.into_array(rows)?);
-            }
-            Some(key_runs(&columns)?)
+            let columns =
+                self.series_columns.iter().map(|e| e.evaluate(batch)?.into_array(rows)).collect::<Result<Vec<_>>>()?;
+            changes.mark(&columns)?;
+            Some(changes.runs())
         };
         let runs_of = series_runs.as_ref().unwrap_or(&runs_of_keys);
         // Each run and its group; a group index per row only for DataFusion's accumulators.
